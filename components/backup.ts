@@ -1,0 +1,60 @@
+import * as pulumi from "@pulumi/pulumi";
+import { types } from "@pulumi/command";
+import { HostParams, S3Params, renderBackupScript } from "./hostScripts";
+import { hostCommand, parseScriptResult } from "./hostCommand";
+
+export interface BackupArgs {
+  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
+  host: HostParams;
+  /** The version being deployed; part of the object key and the trigger. */
+  version: string;
+  stack: string;
+  s3: S3Params;
+  /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
+  stdin: pulumi.Input<string>;
+  restoreRequest: string;
+}
+
+interface BackupResult {
+  uri?: string;
+  key?: string;
+  size?: number;
+  sha256?: string;
+  fromVersion?: string;
+  skipped?: boolean;
+  reason?: string;
+}
+
+/**
+ * Stops the service, streams the data dir (and a separate KMS dir) as tar.gz
+ * straight to S3 with its sha256 computed in the stream, then verifies the
+ * uploaded object. The embedded KMS master key never enters the archive.
+ */
+export class Backup extends pulumi.ComponentResource {
+  /** `s3://bucket/key`, or "" when there was nothing to back up (fresh host). */
+  public readonly uri: pulumi.Output<string>;
+  public readonly sha256: pulumi.Output<string>;
+  public readonly size: pulumi.Output<number>;
+  /** The version the host ran when the backup was taken ("" on a fresh host). */
+  public readonly fromVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: BackupArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("progressdb:backup:Backup", name, {}, opts);
+    const upload = hostCommand(
+      `${name}-upload`,
+      {
+        connection: args.connection,
+        script: renderBackupScript({ host: args.host, version: args.version, stack: args.stack, s3: args.s3 }),
+        stdin: args.stdin,
+        triggers: [args.version, args.restoreRequest],
+      },
+      { parent: this, dependsOn: opts?.dependsOn },
+    );
+    const result = upload.stdout.apply((out) => parseScriptResult<BackupResult>(out));
+    this.uri = result.apply((r) => r.uri ?? "");
+    this.sha256 = result.apply((r) => r.sha256 ?? "");
+    this.size = result.apply((r) => r.size ?? 0);
+    this.fromVersion = result.apply((r) => r.fromVersion ?? "");
+    this.registerOutputs({ uri: this.uri, sha256: this.sha256, size: this.size, fromVersion: this.fromVersion });
+  }
+}

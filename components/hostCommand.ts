@@ -1,0 +1,37 @@
+import * as pulumi from "@pulumi/pulumi";
+import { remote, types } from "@pulumi/command";
+
+export interface HostCommandArgs {
+  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
+  /** The rendered host script (no secrets in it: it becomes the remote command line). */
+  script: pulumi.Input<string>;
+  /** `KEY=VALUE` lines with the secrets the script needs; a secret Output. */
+  stdin: pulumi.Input<string>;
+  /** What re-runs the step: the version and the restore request, nothing incidental. */
+  triggers: pulumi.Input<unknown[]>;
+}
+
+/**
+ * One host script run over SSH. stdout (one JSON line, never secret) lands in
+ * state; only stderr (progress) is logged, and stdin is kept secret.
+ */
+export function hostCommand(name: string, args: HostCommandArgs, opts: pulumi.CustomResourceOptions): remote.Command {
+  return new remote.Command(
+    name,
+    {
+      connection: args.connection,
+      create: args.script,
+      stdin: pulumi.secret(args.stdin),
+      triggers: args.triggers,
+      logging: "stderr",
+    },
+    { ...opts, additionalSecretOutputs: ["stdin"] },
+  );
+}
+
+/** The last non-empty stdout line of a host script, parsed as JSON. */
+export function parseScriptResult<T>(stdout: string): T {
+  const line = stdout.trim().split("\n").filter((l) => l.trim() !== "").pop();
+  if (line === undefined) throw new Error("the host script printed no result line on stdout");
+  return JSON.parse(line) as T;
+}

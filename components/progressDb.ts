@@ -1,0 +1,169 @@
+import * as pulumi from "@pulumi/pulumi";
+import { Settings, archiveName, expandUrl } from "./config";
+import { Secrets } from "./stackConfig";
+import { hostParams, s3Params, sshConnection } from "./connection";
+import { renderSecretsStdin } from "./hostScripts";
+import { Preflight } from "./preflight";
+import { Backup } from "./backup";
+import { BackupBucket } from "./backupBucket";
+import { BinaryDeployment } from "./binaryDeployment";
+import { ContainerDeployment, ContainerImage } from "./containerDeployment";
+import { HealthCheck } from "./healthCheck";
+
+export interface ProgressDbArgs {
+  settings: Settings;
+  secrets: Secrets;
+  /** The stack name; part of every backup key. */
+  stack: string;
+}
+
+/**
+ * One ProgressDB instance: Preflight → Backup → Deployment → HealthCheck, in
+ * that order, each re-run by a change of version (or restore request) only.
+ */
+export class ProgressDb extends pulumi.ComponentResource {
+  public readonly version: pulumi.Output<string>;
+  public readonly previousVersion: pulumi.Output<string>;
+  public readonly backupUri: pulumi.Output<string>;
+  public readonly backupSha256: pulumi.Output<string>;
+  public readonly backupSize: pulumi.Output<number>;
+  public readonly healthStatus: pulumi.Output<string>;
+  public readonly reportedVersion: pulumi.Output<string>;
+
+  constructor(name: string, args: ProgressDbArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("progressdb:index:ProgressDb", name, {}, opts);
+    const s = args.settings;
+    const { secrets } = args;
+    const version = s.version;
+    const restoreRequest = s.restore.backup ?? "";
+    const connection = sshConnection(s.deployment.host, secrets.sshPrivateKey ?? "");
+    const host = hostParams(s);
+    const s3 = s.backup.enabled ? s3Params(s) : undefined;
+    const s3Stdin = pulumi
+      .all([secrets.s3AccessKeyId, secrets.s3SecretAccessKey])
+      .apply(([awsAccessKeyId, awsSecretAccessKey]) => renderSecretsStdin({ awsAccessKeyId, awsSecretAccessKey }));
+    const serviceStdin = pulumi
+      .all([secrets.kmsMasterKeyHex])
+      .apply(([kmsMasterKeyHex]) => renderSecretsStdin({ kmsMasterKeyHex }));
+    const child = { parent: this };
+
+    const bucket =
+      s.backup.enabled && s.backup.createBucket
+        ? new BackupBucket(
+            `${name}-bucket`,
+            {
+              bucket: s.backup.bucket!,
+              region: s.backup.region,
+              endpoint: s.backup.endpoint,
+              retentionDays: s.backup.retentionDays,
+              accessKeyId: secrets.s3AccessKeyId,
+              secretAccessKey: secrets.s3SecretAccessKey,
+            },
+            child,
+          )
+        : undefined;
+
+    // 1. Everything checkable before anything stops.
+    const binary = s.deployment.binary;
+    const archive = archiveName(version, binary.arch);
+    const prepared: pulumi.Resource[] =
+      s.deployment.mode === "binary"
+        ? [
+            new Preflight(
+              `${name}-preflight`,
+              {
+                connection,
+                host,
+                version,
+                artifactUrl: expandUrl(binary.artifactUrl, version, binary.arch),
+                checksumsUrl: expandUrl(binary.checksumsUrl, version, binary.arch),
+                archiveName: archive,
+                sha256: binary.sha256,
+                minFreeMb: binary.minFreeMb,
+                s3,
+                stdin: s3Stdin,
+                restoreRequest,
+              },
+              { ...child, dependsOn: bucket ? [bucket] : [] },
+            ),
+          ]
+        : [new ContainerImage(`${name}-image`, { container: s.deployment.container!, version }, { ...child, dependsOn: bucket ? [bucket] : [] })];
+
+    // 2. The verified backup (stops the service).
+    const backup = s3
+      ? new Backup(
+          `${name}-backup`,
+          { connection, host, version, stack: args.stack, s3, stdin: s3Stdin, restoreRequest },
+          { ...child, dependsOn: prepared },
+        )
+      : undefined;
+    const afterBackup = backup ? [backup] : prepared;
+
+    // 3. The new version.
+    let deployment: BinaryDeployment | ContainerDeployment;
+    if (s.deployment.mode === "binary") {
+      deployment = new BinaryDeployment(
+        `${name}-deploy`,
+        {
+          connection,
+          host,
+          version,
+          archiveName: archive,
+          keepReleases: binary.keepReleases,
+          healthUrl: s.health.url,
+          autoRevertSeconds: s.health.timeoutSeconds,
+          stdin: serviceStdin,
+          restoreRequest,
+        },
+        { ...child, dependsOn: afterBackup },
+      );
+    } else {
+      deployment = new ContainerDeployment(
+        `${name}-deploy`,
+        {
+          container: s.deployment.container!,
+          image: prepared[0] as ContainerImage,
+          version,
+          hostDataDir: s.storage.dbPath,
+          kmsMasterKeyHex: secrets.kmsMasterKeyHex,
+        },
+        { ...child, dependsOn: afterBackup },
+      );
+    }
+
+    // 4. Proof that the new version is the one answering.
+    const health = new HealthCheck(
+      `${name}-health`,
+      {
+        url: s.health.url,
+        expectedVersion: version,
+        deploymentId: deployment.deploymentId,
+        timeoutSeconds: s.health.timeoutSeconds,
+        intervalSeconds: s.health.intervalSeconds,
+        requestTimeoutSeconds: s.health.requestTimeoutSeconds,
+        headers: s.health.headers,
+        caCertPem: s.health.caCertPem,
+        smokeTest: s.health.smokeTest,
+        apiKey: secrets.apiKey,
+      },
+      { ...child, dependsOn: [deployment] },
+    );
+
+    this.version = health.reportedVersion;
+    this.previousVersion =
+      deployment instanceof BinaryDeployment ? deployment.previousVersion : (backup?.fromVersion ?? pulumi.output(""));
+    this.backupUri = backup?.uri ?? pulumi.output("");
+    this.backupSha256 = backup?.sha256 ?? pulumi.output("");
+    this.backupSize = backup?.size ?? pulumi.output(0);
+    this.healthStatus = health.status;
+    this.reportedVersion = health.reportedVersion;
+    this.registerOutputs({
+      version: this.version,
+      previousVersion: this.previousVersion,
+      backupUri: this.backupUri,
+      backupSha256: this.backupSha256,
+      backupSize: this.backupSize,
+      healthStatus: this.healthStatus,
+    });
+  }
+}

@@ -1,0 +1,117 @@
+import { describe, expect, test } from "vitest";
+import { ConfigError, compareVersions, parseSettings } from "../../components/config";
+import { binaryConfig, containerConfig, rawConfig } from "./fixtures";
+
+function problemsOf(values: Record<string, unknown>, secrets = {}): string[] {
+  try {
+    parseSettings(rawConfig(values, secrets));
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).problems;
+  }
+  throw new Error("config was accepted");
+}
+
+function set(path: string, value: unknown, base = binaryConfig()): Record<string, unknown> {
+  const copy = structuredClone(base);
+  const keys = path.split(".");
+  let node = copy as Record<string, unknown>;
+  for (const k of keys.slice(0, -1)) node = node[k] as Record<string, unknown>;
+  if (value === undefined) delete node[keys.at(-1)!];
+  else node[keys.at(-1)!] = value;
+  return copy;
+}
+
+describe("parseSettings accepts", () => {
+  test("the local binary stack, filling documented defaults", () => {
+    const s = parseSettings(rawConfig(binaryConfig("v0.2.0")));
+    expect(s.version).toBe("0.2.0");
+    expect(s.deployment.binary.keepReleases).toBe(3);
+    expect(s.deployment.binary.arch).toBe("amd64");
+    expect(s.backup.prefix).toBe("progressdb-backups");
+    expect(s.backup.retentionDays).toBe(30);
+    expect(s.health.intervalSeconds).toBe(2);
+    expect(s.kms.mode).toBe("embedded");
+    expect(s.allowDowngrade).toBe(false);
+    expect(s.restore.backup).toBeUndefined();
+  });
+
+  test("container mode with its defaults", () => {
+    const s = parseSettings(rawConfig(containerConfig()));
+    expect(s.deployment.container?.name).toBe("progressdb");
+    expect(s.deployment.container?.restart).toBe("unless-stopped");
+  });
+});
+
+describe("parseSettings rejects, naming the key and the fix", () => {
+  test.each([
+    ["a missing version", set("version", undefined), "progressdb:version is required", "pulumi config set progressdb:version"],
+    ["a non-semver version", set("version", "0.2"), "progressdb:version must be an exact semver release", ""],
+    ["latest", set("version", "latest"), "progressdb:version \"latest\" is not allowed", ""],
+    ["an unknown mode", set("deployment.mode", "vm"), "progressdb:deployment.mode must be \"binary\" or \"container\"", ""],
+    ["a missing mode", set("deployment.mode", undefined), "progressdb:deployment.mode is required", "pulumi config set --path progressdb:deployment.mode"],
+    ["binary mode without host", set("deployment.host", undefined), "progressdb:deployment.host is required in binary mode", "pulumi config set --path progressdb:deployment.host.address"],
+    ["container mode without image settings", set("deployment.container", undefined, containerConfig()), "progressdb:deployment.container is required when deployment.mode is \"container\"", "pulumi config set --path progressdb:deployment.container.image"],
+    ["an unknown service manager", set("deployment.binary.serviceManager", "runit"), "progressdb:deployment.binary.serviceManager must be one of systemd, supervisor, process", ""],
+    ["backup enabled without bucket", set("backup.bucket", undefined), "progressdb:backup.bucket is required when backup.enabled is true", "pulumi config set --path progressdb:backup.bucket"],
+    ["a non-http backup endpoint", set("backup.endpoint", "ftp://x"), "progressdb:backup.endpoint must be an http(s) URL", ""],
+    ["a non-http(s) health URL", set("health.url", "ftp://10.0.0.5"), "progressdb:health.url must be an http:// or https:// URL", ""],
+    ["a missing health URL", set("health.url", undefined), "progressdb:health.url is required", "pulumi config set --path progressdb:health.url"],
+    ["a zero timeout", set("health.timeoutSeconds", 0), "progressdb:health.timeoutSeconds must be greater than 0", ""],
+    ["a negative interval", set("health.intervalSeconds", -1), "progressdb:health.intervalSeconds must be greater than 0", ""],
+    ["a typo'd key", set("health.timeout", 5), "progressdb:health", "timeout"],
+    ["external KMS without endpoint", set("kms", { mode: "external" }), "progressdb:kms.endpoint is required when kms.mode is \"external\"", "pulumi config set --path progressdb:kms.endpoint"],
+    ["a malformed restore request", set("restore", { backup: "yesterday" }), "progressdb:restore.backup must be s3://<bucket>/<key>.tar.gz or before:<version>", ""],
+  ])("%s", (_label, values, message, fix) => {
+    const problems = problemsOf(values);
+    const hit = problems.find((p) => p.includes(message));
+    expect(hit, `expected a problem containing ${JSON.stringify(message)}, got ${JSON.stringify(problems)}`).toBeDefined();
+    expect(hit).toContain(fix);
+  });
+
+  test("embedded KMS without a master key secret", () => {
+    const problems = problemsOf(binaryConfig(), { kmsMasterKeyHex: "absent" });
+    expect(problems).toEqual([expect.stringContaining("progressdb:kmsMasterKeyHex is required when kms.mode is \"embedded\"")]);
+    expect(problems[0]).toContain("pulumi config set --secret progressdb:kmsMasterKeyHex");
+  });
+
+  test("no master key is needed when KMS is external", () => {
+    const s = parseSettings(rawConfig(set("kms", { mode: "external", endpoint: "127.0.0.1:6820" }), { kmsMasterKeyHex: "absent" }));
+    expect(s.secretsPresent.kmsMasterKeyHex).toBe(false);
+  });
+
+  test("a secret given in plain text", () => {
+    const problems = problemsOf(binaryConfig(), { sshPrivateKey: "plaintext" });
+    expect(problems[0]).toContain("progressdb:sshPrivateKey is stored in plain text");
+    expect(problems[0]).toContain("pulumi config set --secret progressdb:sshPrivateKey");
+  });
+
+  test("a missing SSH key", () => {
+    expect(problemsOf(binaryConfig(), { sshPrivateKey: "absent" })[0]).toContain("progressdb:sshPrivateKey is required");
+  });
+
+  test("the smoke test without an API key", () => {
+    expect(problemsOf(set("health.smokeTest", true))[0]).toContain("progressdb:apiKey is required when health.smokeTest is true");
+  });
+
+  test("half of a pair of S3 credentials", () => {
+    expect(problemsOf(binaryConfig(), { s3AccessKeyId: "secret" })[0]).toContain("progressdb:s3AccessKeyId and progressdb:s3SecretAccessKey go together");
+  });
+
+  test("every problem at once, not just the first", () => {
+    const problems = problemsOf({ ...binaryConfig(), version: "latest", health: { url: "nope" } });
+    expect(problems.length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe("compareVersions", () => {
+  test.each([
+    ["0.1.2", "0.2.0", -1],
+    ["0.2.0", "0.2.0", 0],
+    ["0.2.1", "0.2.0", 1],
+    ["0.10.0", "0.9.9", 1],
+    ["0.2.0-rc.1", "0.2.0", -1],
+  ])("%s vs %s", (a, b, want) => {
+    expect(compareVersions(a, b)).toBe(want);
+  });
+});

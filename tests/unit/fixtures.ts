@@ -1,0 +1,48 @@
+import { RawConfig, SecretKey, SecretState } from "../../components/config";
+
+/** A valid binary-mode stack config, as the local stack has it. */
+export function binaryConfig(version = "0.1.2"): Record<string, unknown> {
+  return {
+    version,
+    deployment: {
+      mode: "binary",
+      host: { address: "127.0.0.1", port: 2222, user: "root" },
+      binary: {
+        installDir: "/srv/progressdb",
+        serviceManager: "process",
+        artifactUrl: "http://127.0.0.1:18090/v{version}/progressdb_{version}_linux_{arch}.tar.gz",
+        checksumsUrl: "http://127.0.0.1:18090/v{version}/checksums.txt",
+        listenAddr: "127.0.0.1:18080",
+      },
+    },
+    storage: { dbPath: "/srv/progressdb/data" },
+    backup: { bucket: "backups", endpoint: "http://127.0.0.1:19000" },
+    health: { url: "http://127.0.0.1:18080", timeoutSeconds: 60 },
+  };
+}
+
+export function containerConfig(version = "0.1.2"): Record<string, unknown> {
+  return {
+    ...binaryConfig(version),
+    deployment: {
+      mode: "container",
+      host: { address: "10.0.0.5", user: "ops" },
+      container: { image: "docker.io/progressdb/progressdb", dockerHost: "ssh://ops@10.0.0.5", ports: [{ internal: 8080, external: 8080 }] },
+    },
+  };
+}
+
+/** Distinctive test secrets, so a leak is unmistakable. */
+export const TEST_SECRETS = {
+  sshPrivateKey: "-----TEST SSH KEY 7f3a9c-----",
+  kmsMasterKeyHex: "9".repeat(64),
+  s3AccessKeyId: "TESTACCESSKEY7F3A",
+  s3SecretAccessKey: "test-s3-secret-7f3a9c",
+};
+
+export function rawConfig(values: Record<string, unknown>, secrets: Partial<Record<SecretKey, SecretState>> = {}): RawConfig {
+  return {
+    values,
+    secrets: { sshPrivateKey: "secret", kmsMasterKeyHex: "secret", apiKey: "absent", s3AccessKeyId: "absent", s3SecretAccessKey: "absent", ...secrets },
+  };
+}

@@ -1,0 +1,140 @@
+// Runs index.ts under Pulumi mocks and records every resource registration as
+// the engine would receive it: type, name, parent, explicit dependencies and
+// the serialized inputs (where secrets still carry their secret marker).
+import * as pulumi from "@pulumi/pulumi";
+import * as settingsModule from "@pulumi/pulumi/runtime/settings";
+import { vi } from "vitest";
+
+/** Pulumi's marker for a secret value in serialized properties. */
+export const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+const SIG_KEY = "4dabf18193072939515e22adb298388d";
+
+export interface Registration {
+  type: string;
+  name: string;
+  urn: string;
+  parent: string;
+  custom: boolean;
+  dependencies: string[];
+  /** Inputs as sent, secrets still wrapped as {SIG_KEY: SECRET_SIG, value}. */
+  wire: Record<string, unknown>;
+  /** Inputs with secrets unwrapped. */
+  inputs: Record<string, unknown>;
+  additionalSecretOutputs: string[];
+  deleteBeforeReplace: boolean;
+  protect: boolean;
+}
+
+export interface ProgramRun {
+  registrations: Registration[];
+  outputs: Record<string, unknown>;
+  byName(name: string): Registration;
+}
+
+/** Plausible stdout for each host script, as the real ones print it. */
+function fakeStdout(name: string, inputs: Record<string, unknown>): string {
+  const version = (inputs.triggers as string[] | undefined)?.[0] ?? "";
+  if (name.endsWith("-check")) return `{"archive":"/opt/progressdb/staging/${version}/a.tar.gz","sha256":"${"a".repeat(64)}"}\n`;
+  if (name.endsWith("-upload")) {
+    return `{"uri":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-${version}.tar.gz","key":"k","size":1234,"sha256":"${"b".repeat(64)}","fromVersion":"0.1.2"}\n`;
+  }
+  if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2"}\n`;
+  return "";
+}
+
+export function unwrapSecrets(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(unwrapSecrets);
+  if (v && typeof v === "object") {
+    const o = v as Record<string, unknown>;
+    if (o[SIG_KEY] === SECRET_SIG) return unwrapSecrets(o.value);
+    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, unwrapSecrets(x)]));
+  }
+  return v;
+}
+
+async function settle<T>(o: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => o.apply((v) => resolve(v)));
+}
+
+/**
+ * Imports a fresh copy of index.ts with the given config (values are JSON-encoded
+ * like the engine does) and returns what it registered and exported.
+ */
+export async function runProgram(config: Record<string, unknown>, secretKeys: string[] = []): Promise<ProgramRun> {
+  const registrations: Registration[] = [];
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args) {
+        const state: Record<string, unknown> = { ...args.inputs };
+        if (args.type === "command:remote:Command") state.stdout = fakeStdout(args.name, args.inputs);
+        if (args.type.startsWith("pulumi-nodejs:dynamic")) {
+          Object.assign(state, { status: "ok", reportedVersion: args.inputs.expectedVersion, attempts: 1, elapsedMs: 5, checkedAt: "2026-01-01T00:00:00Z" });
+        }
+        return { id: `${args.name}-id`, state };
+      },
+      call(args) {
+        throw new Error(`unexpected invoke in unit test: ${args.token}`);
+      },
+    },
+    "progressdb",
+    "test",
+  );
+  const monitor = settingsModule.getMonitor() as unknown as {
+    registerResource(req: RegisterRequest, cb: (err: unknown, resp: unknown) => void): Promise<void>;
+  };
+  const original = monitor.registerResource.bind(monitor);
+  monitor.registerResource = async (req, cb) => {
+    const wire = req.getObject()?.toJavaScript() ?? {};
+    const rec: Registration = {
+      type: req.getType(),
+      name: req.getName(),
+      urn: "",
+      parent: req.getParent(),
+      custom: req.getCustom(),
+      dependencies: req.getDependenciesList(),
+      wire,
+      inputs: unwrapSecrets(wire) as Record<string, unknown>,
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+      deleteBeforeReplace: req.getDeletebeforereplace(),
+      protect: req.getProtect?.() ?? false,
+    };
+    registrations.push(rec);
+    return original(req, (err, resp) => {
+      rec.urn = (resp as { getUrn(): string } | undefined)?.getUrn() ?? "";
+      cb(err, resp);
+    });
+  };
+  const encoded = Object.fromEntries(
+    Object.entries(config).map(([k, v]) => [`progressdb:${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+  );
+  pulumi.runtime.setAllConfig(encoded, secretKeys.map((k) => `progressdb:${k}`));
+  vi.resetModules();
+  const program = (await import("../../index.js")) as Record<string, unknown>;
+  const outputs: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(program)) {
+    if (pulumi.Output.isInstance(v)) outputs[k] = await settle(v as pulumi.Output<unknown>);
+  }
+  // Let the program's last registrations (component outputs) reach this run's monitor.
+  await (settingsModule as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+  return {
+    registrations,
+    outputs,
+    byName(name: string) {
+      const r = registrations.find((x) => x.name === name);
+      if (!r) throw new Error(`no resource named ${name}; have: ${registrations.map((x) => x.name).join(", ")}`);
+      return r;
+    },
+  };
+}
+
+interface RegisterRequest {
+  getType(): string;
+  getName(): string;
+  getParent(): string;
+  getCustom(): boolean;
+  getDependenciesList(): string[];
+  getObject(): { toJavaScript(): Record<string, unknown> } | undefined;
+  getAdditionalsecretoutputsList(): string[];
+  getDeletebeforereplace(): boolean;
+  getProtect?(): boolean;
+}
