@@ -5,7 +5,10 @@ import { loadStackConfig } from "./components/stackConfig";
 import { ProgressDb } from "./components/progressDb";
 
 const { settings, secrets } = loadStackConfig();
-const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack() });
+// This stack's own last outputs: the version it deployed, for the downgrade guard.
+const self = new pulumi.StackReference(`${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`);
+const deployedVersion = self.getOutput("version") as pulumi.Output<string | undefined>;
+const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion });
 
 export const version = db.version;
 export const previousVersion = db.previousVersion;

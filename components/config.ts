@@ -307,3 +307,25 @@ export function compareVersions(a: string, b: string): number {
   if (y.pre === undefined) return -1;
   return x.pre < y.pre ? -1 : 1;
 }
+
+/**
+ * Why going from `deployed` to `requested` needs the operator's say-so, or
+ * undefined when it doesn't (not a downgrade, a restore is requested, or the
+ * override is set).
+ */
+export function downgradeProblem(
+  requested: string,
+  deployed: string | undefined,
+  s: Pick<Settings, "allowDowngrade" | "restore">,
+): string | undefined {
+  if (!deployed || compareVersions(requested, deployed) >= 0) return undefined;
+  if (s.allowDowngrade || s.restore.backup) return undefined;
+  return (
+    `${PROJECT}:version ${requested} is lower than the deployed ${deployed}. ProgressDB 0.2+ migrates its data on start ` +
+    `and an older binary may refuse to open migrated data, so swapping the binary back can leave the instance down. Either:\n` +
+    `  - restore the backup taken before the upgrade to ${deployed} and run ${requested} on it:\n` +
+    `      pulumi config set --path ${PROJECT}:restore.backup before:${deployed}\n` +
+    `  - or, if no data migration happened between ${requested} and ${deployed}, allow the plain downgrade:\n` +
+    `      pulumi config set ${PROJECT}:allowDowngrade true`
+  );
+}

@@ -1,7 +1,7 @@
 // Drives the real Pulumi CLI for the demo and the e2e suite: a local file
 // backend, a passphrase secrets provider, and a working copy of a stack file.
 import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 export const REPO = path.resolve(__dirname, "..", "..");
@@ -46,8 +46,6 @@ export interface StackOptions {
   workDir: string;
   stack: string;
   passphrase: string;
-  /** Stack file to start from (copied, never edited in place). */
-  templateConfig: string;
   /** Lines of output are passed here as they arrive (progress on long steps). */
   onOutput?: (line: string) => void;
 }
@@ -106,9 +104,9 @@ export class PulumiStack {
     });
   }
 
-  /** Creates the stack on the file backend from a copy of the template stack file. */
-  async init(): Promise<void> {
-    copyFileSync(this.opts.templateConfig, this.configFile);
+  /** Writes the stack file and creates the stack on the file backend. */
+  async init(configText: string): Promise<void> {
+    writeFileSync(this.configFile, configText);
     await this.run(["stack", "init", this.opts.stack, "--secrets-provider", "passphrase"], { withStack: false });
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { ConfigError, compareVersions, parseSettings } from "../../components/config";
+import { ConfigError, compareVersions, downgradeProblem, parseSettings } from "../../components/config";
 import { binaryConfig, containerConfig, rawConfig } from "./fixtures";
 
 function problemsOf(values: Record<string, unknown>, secrets = {}): string[] {
@@ -113,5 +113,24 @@ describe("compareVersions", () => {
     ["0.2.0-rc.1", "0.2.0", -1],
   ])("%s vs %s", (a, b, want) => {
     expect(compareVersions(a, b)).toBe(want);
+  });
+});
+
+describe("downgradeProblem", () => {
+  const s = { allowDowngrade: false, restore: {} };
+  test("fires for 0.2.0 → 0.1.2 and names both ways forward", () => {
+    const p = downgradeProblem("0.1.2", "0.2.0", s);
+    expect(p).toContain("progressdb:version 0.1.2 is lower than the deployed 0.2.0");
+    expect(p).toContain("pulumi config set --path progressdb:restore.backup before:0.2.0");
+    expect(p).toContain("pulumi config set progressdb:allowDowngrade true");
+  });
+  test.each([
+    ["an upgrade", "0.2.1", "0.2.0", s],
+    ["the same version", "0.2.0", "0.2.0", s],
+    ["a first deploy", "0.1.2", undefined, s],
+    ["the override", "0.1.2", "0.2.0", { allowDowngrade: true, restore: {} }],
+    ["a restore", "0.1.2", "0.2.0", { allowDowngrade: false, restore: { backup: "before:0.2.0" } }],
+  ])("does not fire for %s", (_l, requested, deployed, settings) => {
+    expect(downgradeProblem(requested, deployed, settings)).toBeUndefined();
   });
 });

@@ -10,8 +10,8 @@ export function binaryConfig(version = "0.1.2"): Record<string, unknown> {
       binary: {
         installDir: "/srv/progressdb",
         serviceManager: "process",
-        artifactUrl: "http://127.0.0.1:18090/v{version}/progressdb_{version}_linux_{arch}.tar.gz",
-        checksumsUrl: "http://127.0.0.1:18090/v{version}/checksums.txt",
+        artifactUrl: "http://127.0.0.1:18090/{version}/progressdb_{version}_linux_{arch}.tar.gz",
+        checksumsUrl: "http://127.0.0.1:18090/{version}/checksums.txt",
         listenAddr: "127.0.0.1:18080",
       },
     },

@@ -6,8 +6,8 @@ import { TEST_SECRETS, binaryConfig, containerConfig } from "./fixtures";
 
 const SECRET_KEYS = Object.keys(TEST_SECRETS);
 
-function run(config: Record<string, unknown>): Promise<ProgramRun> {
-  return runProgram({ ...config, ...TEST_SECRETS }, SECRET_KEYS);
+function run(config: Record<string, unknown>, previousOutputs: Record<string, unknown> = {}): Promise<ProgramRun> {
+  return runProgram({ ...config, ...TEST_SECRETS }, SECRET_KEYS, previousOutputs);
 }
 
 function dependsOn(run: ProgramRun, dependent: string, dependency: string): boolean {
@@ -121,6 +121,20 @@ describe("binary mode", () => {
 
   test("bad config fails before any resource is registered", async () => {
     await expect(run({ ...binaryConfig(), version: "latest" })).rejects.toThrow(/progressdb:version "latest" is not allowed/);
+  });
+});
+
+describe("downgrade guard", () => {
+  test("a version lower than the deployed one fails before any host step registers", async () => {
+    await expect(run(binaryConfig("0.1.2"), { version: "0.2.0" })).rejects.toThrow(
+      /progressdb:version 0\.1\.2 is lower than the deployed 0\.2\.0[\s\S]*progressdb:restore\.backup before:0\.2\.0[\s\S]*progressdb:allowDowngrade true/,
+    );
+  });
+
+  test("an upgrade, a restore request or the explicit override passes", async () => {
+    await expect(run(binaryConfig("0.2.1"), { version: "0.2.0" })).resolves.toBeDefined();
+    await expect(run({ ...binaryConfig("0.1.2"), allowDowngrade: true }, { version: "0.2.0" })).resolves.toBeDefined();
+    await expect(run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } }, { version: "0.2.0" })).resolves.toBeDefined();
   });
 });
 

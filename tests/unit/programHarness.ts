@@ -52,20 +52,27 @@ export function unwrapSecrets(v: unknown): unknown {
   return v;
 }
 
-async function settle<T>(o: pulumi.Output<T>): Promise<T> {
-  return new Promise((resolve) => o.apply((v) => resolve(v)));
+/** An output's value, or its error (apply alone would wait forever on a failed output). */
+function settle<T>(o: pulumi.Output<T>): Promise<T> {
+  return (o as unknown as { promise(): Promise<T> }).promise();
 }
 
 /**
  * Imports a fresh copy of index.ts with the given config (values are JSON-encoded
  * like the engine does) and returns what it registered and exported.
  */
-export async function runProgram(config: Record<string, unknown>, secretKeys: string[] = []): Promise<ProgramRun> {
+export async function runProgram(
+  config: Record<string, unknown>,
+  secretKeys: string[] = [],
+  /** The stack's own outputs from its last update (what the StackReference to itself reads). */
+  previousOutputs: Record<string, unknown> = {},
+): Promise<ProgramRun> {
   const registrations: Registration[] = [];
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
         const state: Record<string, unknown> = { ...args.inputs };
+        if (args.type === "pulumi:pulumi:StackReference") Object.assign(state, { outputs: previousOutputs, secretOutputNames: [] });
         if (args.type === "command:remote:Command") state.stdout = fakeStdout(args.name, args.inputs);
         if (args.type.startsWith("pulumi-nodejs:dynamic")) {
           Object.assign(state, { status: "ok", reportedVersion: args.inputs.expectedVersion, attempts: 1, elapsedMs: 5, checkedAt: "2026-01-01T00:00:00Z" });
@@ -78,6 +85,8 @@ export async function runProgram(config: Record<string, unknown>, secretKeys: st
     },
     "progressdb",
     "test",
+    false,
+    "organization",
   );
   const monitor = settingsModule.getMonitor() as unknown as {
     registerResource(req: RegisterRequest, cb: (err: unknown, resp: unknown) => void): Promise<void>;
