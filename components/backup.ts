@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { types } from "@pulumi/command";
 import { HostParams, S3Params, renderBackupScript } from "./hostScripts";
-import { hostCommand, parseScriptResult } from "./hostCommand";
+import { hostCommand, scriptResult } from "./hostCommand";
 
 export interface BackupArgs {
   connection: pulumi.Input<types.input.remote.ConnectionArgs>;
@@ -50,7 +50,7 @@ export class Backup extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = upload.stdout.apply((out) => parseScriptResult<BackupResult>(out));
+    const result = scriptResult<BackupResult>(upload);
     this.uri = result.apply((r) => r.uri ?? "");
     this.sha256 = result.apply((r) => r.sha256 ?? "");
     this.size = result.apply((r) => r.size ?? 0);

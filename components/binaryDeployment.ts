@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { types } from "@pulumi/command";
 import { HostParams, renderInstallScript } from "./hostScripts";
-import { hostCommand, parseScriptResult } from "./hostCommand";
+import { hostCommand, scriptResult } from "./hostCommand";
 
 export interface BinaryDeploymentArgs {
   connection: pulumi.Input<types.input.remote.ConnectionArgs>;
@@ -51,7 +51,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = install.stdout.apply((out) => parseScriptResult<{ version: string; previousVersion: string }>(out));
+    const result = scriptResult<{ version: string; previousVersion: string }>(install);
     this.version = result.version;
     this.previousVersion = result.previousVersion;
     this.deploymentId = install.id;

@@ -29,6 +29,15 @@ export function hostCommand(name: string, args: HostCommandArgs, opts: pulumi.Cu
   );
 }
 
+/**
+ * A host script's result: its one stdout JSON line. The scripts never print a
+ * secret there, so the parsed values are unsecret even where the provider marks
+ * all of stdout secret because stdin was.
+ */
+export function scriptResult<T>(cmd: remote.Command): pulumi.Output<T> {
+  return pulumi.unsecret(cmd.stdout).apply((out) => parseScriptResult<T>(out));
+}
+
 /** The last non-empty stdout line of a host script, parsed as JSON. */
 export function parseScriptResult<T>(stdout: string): T {
   const line = stdout.trim().split("\n").filter((l) => l.trim() !== "").pop();

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { types } from "@pulumi/command";
 import { HostParams, S3Params, renderPreflightScript } from "./hostScripts";
-import { hostCommand, parseScriptResult } from "./hostCommand";
+import { hostCommand, scriptResult } from "./hostCommand";
 
 export interface PreflightArgs {
   connection: pulumi.Input<types.input.remote.ConnectionArgs>;
@@ -51,7 +51,7 @@ export class Preflight extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = check.stdout.apply((out) => parseScriptResult<{ archive: string; sha256: string }>(out));
+    const result = scriptResult<{ archive: string; sha256: string }>(check);
     this.archivePath = result.archive;
     this.archiveSha256 = result.sha256;
     this.registerOutputs({ archivePath: this.archivePath, archiveSha256: this.archiveSha256 });

@@ -26,12 +26,16 @@ function tail(text: string, lines: number): string {
   return text.trim().split("\n").slice(-lines).join("\n");
 }
 
-/** The environment every pulumi invocation of ours runs in (tools first on PATH, no network plugin fetches). */
-export function toolsEnv(home: string): NodeJS.ProcessEnv {
+/**
+ * The environment every pulumi invocation of ours runs in: the pinned tools and
+ * Node 24 first on PATH, the plugins scripts/tools.sh installed, and no plugin
+ * downloads (same as scripts/tools-env.sh).
+ */
+export function toolsEnv(): NodeJS.ProcessEnv {
   return {
     ...process.env,
     PATH: [path.join(REPO, ".tools", "bin"), path.join(REPO, "node_modules", ".bin"), process.env.PATH].join(path.delimiter),
-    PULUMI_HOME: home,
+    PULUMI_HOME: path.join(REPO, ".tools", "pulumi-home"),
     PULUMI_SKIP_UPDATE_CHECK: "true",
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK: "true",
@@ -42,7 +46,7 @@ export function toolsEnv(home: string): NodeJS.ProcessEnv {
 const PROJECT_FILES = ["Pulumi.yaml", "package.json", "tsconfig.json", "index.ts", "components", "node_modules"];
 
 export interface StackOptions {
-  /** Where the backend, PULUMI_HOME and a scratch copy of the project (with its own stack file) live. */
+  /** Where the file backend and a scratch copy of the project (with its own stack file) live. */
   workDir: string;
   stack: string;
   passphrase: string;
@@ -62,7 +66,6 @@ export class PulumiStack {
 
   constructor(private readonly opts: StackOptions) {
     mkdirSync(path.join(opts.workDir, "backend"), { recursive: true });
-    mkdirSync(path.join(opts.workDir, "home"), { recursive: true });
     this.projectDir = path.join(opts.workDir, "project");
     mkdirSync(this.projectDir, { recursive: true });
     for (const f of PROJECT_FILES) {
@@ -71,7 +74,7 @@ export class PulumiStack {
     }
     this.configFile = path.join(this.projectDir, `Pulumi.${opts.stack}.yaml`);
     this.env = {
-      ...toolsEnv(path.join(opts.workDir, "home")),
+      ...toolsEnv(),
       PULUMI_BACKEND_URL: `file://${path.join(opts.workDir, "backend")}`,
       PULUMI_CONFIG_PASSPHRASE: opts.passphrase,
     };

@@ -79,7 +79,7 @@ describe("binary mode", () => {
       backupUri: expect.stringMatching(/^s3:\/\/backups\/.*-0\.1\.2-to-0\.2\.0\.tar\.gz$/),
       backupSha256: "b".repeat(64),
       backupSize: 1234,
-      healthStatus: "ok",
+      healthStatus: "healthy",
     });
   });
 

@@ -75,7 +75,7 @@ export async function runProgram(
         if (args.type === "pulumi:pulumi:StackReference") Object.assign(state, { outputs: previousOutputs, secretOutputNames: [] });
         if (args.type === "command:remote:Command") state.stdout = fakeStdout(args.name, args.inputs);
         if (args.type.startsWith("pulumi-nodejs:dynamic")) {
-          Object.assign(state, { status: "ok", reportedVersion: args.inputs.expectedVersion, attempts: 1, elapsedMs: 5, checkedAt: "2026-01-01T00:00:00Z" });
+          Object.assign(state, { status: "healthy", reportedVersion: args.inputs.expectedVersion, attempts: 1, elapsedMs: 5, checkedAt: "2026-01-01T00:00:00Z" });
         }
         return { id: `${args.name}-id`, state };
       },

@@ -1,0 +1,468 @@
+/**
+ * Host scripts for binary deployments over SSH: pure renderers, no Pulumi.
+ *
+ * Each renderer returns the full text of a POSIX `sh` script (one file each in
+ * `components/scripts/`, with `lib.sh` inlined) preceded by a header of
+ * single-quoted `PDB_*=` parameter assignments. The text is meant to be the
+ * `create` command of a `@pulumi/command` `remote.Command`: sshd runs it as
+ * `<login shell> -c '<text>'`, so the login shell must be POSIX (sh, bash,
+ * dash, ksh).
+ *
+ * Secrets never appear in the text: pass {@link renderSecretsStdin} as the
+ * command's `stdin`. Scripts read `KEY=VALUE` lines without eval, then detach
+ * stdin. Progress goes to stderr; stdout is exactly one JSON line (safe for
+ * state). Exit codes:
+ *
+ * - 0 success
+ * - 1 a check or step failed and nothing was changed on the host (preflight;
+ *   backup before the stop; install before the `current` switch)
+ * - 2 bad parameters
+ * - 3 backup failed after stopping the service; it was restarted on its old version
+ * - 4 backup failed after stopping the service and the restart failed (DOWN)
+ * - 5 install: new version never became ready; auto-reverted, previous version ready
+ * - 6 install: new version never became ready and no ready previous version
+ *   (nothing to revert to, or it cannot open the data — restore the backup)
+ */
+import * as fs from "fs";
+import * as path from "path";
+
+export type ServiceManager = "systemd" | "supervisor" | "process";
+
+export interface HostParams {
+  /** Install root, e.g. /opt/progressdb (releases/, current, staging/, bin/, run/, logs/). */
+  installDir: string;
+  /** `--db` data dir. */
+  dbPath: string;
+  /** Separate v0.1.x embedded-KMS data dir, backed up with dbPath. */
+  kmsDataDir?: string;
+  serviceManager: ServiceManager;
+  /** e.g. progressdb: systemd unit / supervisor program / pidfile name. */
+  serviceName: string;
+  /** `--addr`, e.g. 127.0.0.1:18080. */
+  listenAddr: string;
+  /** `--config` path on the host. */
+  configFile?: string;
+  /** Defaults to /etc/supervisor/conf.d. */
+  supervisorConfDir?: string;
+  /** Passed as `supervisorctl -c` when set. */
+  supervisorctlConfig?: string;
+  /** Directory for the systemd unit. Defaults to /etc/systemd/system. */
+  systemdUnitDir?: string;
+  /** The aws CLI on the host (name on PATH or absolute path). Defaults to "aws". */
+  awsCli?: string;
+  /** Seconds to wait for a clean exit after SIGTERM (process mode; systemd/supervisor stop timeouts). Defaults to 30. */
+  stopTimeoutSeconds?: number;
+}
+
+export interface S3Params {
+  bucket: string;
+  /** Key prefix, e.g. "progressdb-backups" (leading/trailing slashes ignored; may be ""). */
+  prefix: string;
+  /** S3-compatible endpoint URL (MinIO, R2, ...); omitted for AWS. */
+  endpoint?: string;
+  region: string;
+}
+
+export interface HostSecrets {
+  awsAccessKeyId?: string;
+  awsSecretAccessKey?: string;
+  awsSessionToken?: string;
+  kmsMasterKeyHex?: string;
+}
+
+export interface PreflightParams {
+  host: HostParams;
+  version: string;
+  artifactUrl: string;
+  checksumsUrl: string;
+  archiveName: string;
+  /** Pinned sha256 of the archive; when set, checksums.txt is not downloaded. */
+  sha256?: string;
+  minFreeMb: number;
+  /** When set, the bucket must be reachable with the host's credentials. */
+  s3?: S3Params;
+}
+
+export interface BackupParams {
+  host: HostParams;
+  version: string;
+  stack: string;
+  s3: S3Params;
+  /** gzip level 1-9. Defaults to 6. */
+  gzipLevel?: number;
+  /** Used to confirm a restart after a failed backup. Defaults to http://<listenAddr> (0.0.0.0 → 127.0.0.1). */
+  healthUrl?: string;
+}
+
+export interface InstallParams {
+  host: HostParams;
+  version: string;
+  archiveName: string;
+  /** Releases to keep, including the new one (the previous one is always kept). Defaults to 3. */
+  keepReleases?: number;
+  /** Base URL; `/readyz` is appended. */
+  healthUrl: string;
+  /** 0 disables the wait and the auto-revert. */
+  autoRevertSeconds: number;
+  /** The pre-upgrade backup, quoted in failure messages. */
+  backupUri?: string;
+}
+
+/** Output of the preflight (stdout JSON). */
+export interface PreflightResult {
+  archive: string;
+  sha256: string;
+  reused: boolean;
+}
+/** Output of the backup (stdout JSON). */
+export type BackupResult =
+  | { uri: string; bucket: string; key: string; size: number; sha256: string; fromVersion: string; toVersion: string }
+  | { skipped: true; reason: string; fromVersion: string };
+/** Output of the install (stdout JSON). */
+export interface InstallResult {
+  version: string;
+  previousVersion: string;
+}
+
+// ---------------------------------------------------------------------------
+
+/** Quotes a value as one POSIX shell word: single quotes, with ' as '\''. */
+export function shQuote(value: string): string {
+  if (value.includes("\0")) {
+    throw new Error("shell values cannot contain NUL characters");
+  }
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+const VERSION_RE = /^[0-9A-Za-z][0-9A-Za-z._+-]*$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.@-]*$/;
+
+function check(cond: boolean, message: string): void {
+  if (!cond) {
+    throw new Error(message);
+  }
+}
+
+function checkAbsolute(field: string, value: string | undefined): void {
+  if (value === undefined) return;
+  check(value.startsWith("/") && value !== "/", `${field} must be an absolute path other than "/", got ${JSON.stringify(value)}`);
+  check(!value.includes("\n") && !value.includes("\0"), `${field} must not contain newlines`);
+}
+
+function checkInt(field: string, value: number, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  check(Number.isInteger(value) && value >= min && value <= max, `${field} must be an integer in [${min}, ${max}], got ${value}`);
+}
+
+function validateHost(h: HostParams): void {
+  checkAbsolute("installDir", h.installDir);
+  checkAbsolute("dbPath", h.dbPath);
+  checkAbsolute("kmsDataDir", h.kmsDataDir);
+  checkAbsolute("configFile", h.configFile);
+  checkAbsolute("supervisorConfDir", h.supervisorConfDir);
+  checkAbsolute("supervisorctlConfig", h.supervisorctlConfig);
+  checkAbsolute("systemdUnitDir", h.systemdUnitDir);
+  check(["systemd", "supervisor", "process"].includes(h.serviceManager), `serviceManager must be systemd, supervisor or process, got ${JSON.stringify(h.serviceManager)}`);
+  check(NAME_RE.test(h.serviceName), `serviceName must match ${NAME_RE}, got ${JSON.stringify(h.serviceName)}`);
+  check(/^\S+:\d{1,5}$/.test(h.listenAddr), `listenAddr must be host:port, got ${JSON.stringify(h.listenAddr)}`);
+  check(h.installDir !== h.dbPath, "installDir and dbPath must differ");
+  if (h.awsCli !== undefined) check(h.awsCli.length > 0 && !/\s/.test(h.awsCli), "awsCli must be a command name or path without whitespace");
+  if (h.stopTimeoutSeconds !== undefined) checkInt("stopTimeoutSeconds", h.stopTimeoutSeconds, 1, 3600);
+}
+
+function validateVersion(field: string, v: string): void {
+  check(VERSION_RE.test(v), `${field} must match ${VERSION_RE} (e.g. 0.2.0), got ${JSON.stringify(v)}`);
+}
+
+function validateS3(s: S3Params): void {
+  check(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(s.bucket), `s3.bucket is not a valid bucket name: ${JSON.stringify(s.bucket)}`);
+  check(!/[\n\0]/.test(s.prefix), "s3.prefix must not contain newlines");
+  check(/^[a-z0-9-]+$/.test(s.region), `s3.region is not a valid region: ${JSON.stringify(s.region)}`);
+  if (s.endpoint !== undefined) check(/^https?:\/\/\S+$/.test(s.endpoint), `s3.endpoint must be an http(s) URL, got ${JSON.stringify(s.endpoint)}`);
+}
+
+/** http://<listenAddr>, with a wildcard host replaced by loopback. */
+export function defaultHealthUrl(listenAddr: string): string {
+  const i = listenAddr.lastIndexOf(":");
+  let hostPart = listenAddr.slice(0, i);
+  const port = listenAddr.slice(i + 1);
+  if (hostPart === "" || hostPart === "0.0.0.0") hostPart = "127.0.0.1";
+  if (hostPart === "[::]" || hostPart === "::") hostPart = "[::1]";
+  return `http://${hostPart}:${port}`;
+}
+
+const scriptCache = new Map<string, string>();
+
+function scriptsDir(): string {
+  // __dirname exists under CommonJS (ts-node, tsc output, vitest); when the
+  // file is loaded as ESM (e.g. node's type stripping) fall back to the cwd,
+  // which is the project root for `pulumi` and `npm` runs.
+  const here = typeof __dirname === "string" ? __dirname : undefined;
+  const candidates = [
+    ...(here
+      ? [
+          path.join(here, "scripts"),
+          // Compiled to bin/components/: the .sh files stay in the source tree.
+          path.resolve(here, "..", "..", "components", "scripts"),
+        ]
+      : []),
+    path.resolve(process.cwd(), "components", "scripts"),
+  ];
+  for (const c of candidates) {
+    if (fs.existsSync(path.join(c, "lib.sh"))) return c;
+  }
+  throw new Error(`host scripts not found (looked in ${candidates.join(", ")})`);
+}
+
+/** Reads a script and inlines lib.sh in place of the `# @inline lib.sh` line. */
+type ScriptName = "preflight.sh" | "backup.sh" | "install.sh";
+
+export function loadScript(name: ScriptName): string {
+  const cached = scriptCache.get(name);
+  if (cached !== undefined) return cached;
+  const dir = scriptsDir();
+  const lib = fs
+    .readFileSync(path.join(dir, "lib.sh"), "utf8")
+    .split("\n")
+    .filter((l) => !l.startsWith("# shellcheck shell="))
+    .join("\n");
+  const lines = fs.readFileSync(path.join(dir, name), "utf8").split("\n");
+  check(lines[0].startsWith("#!"), `${name} must start with a shebang`);
+  const out: string[] = [];
+  let inlined = false;
+  for (const line of lines.slice(1)) {
+    if (/#\s*@inline lib\.sh\s*$/.test(line)) {
+      out.push(`# ---- lib.sh (inlined) ----`, lib.trimEnd(), `# ---- end of lib.sh ----`);
+      inlined = true;
+    } else if (line.startsWith("# shellcheck source=")) {
+      continue;
+    } else {
+      out.push(line);
+    }
+  }
+  check(inlined, `${name} has no "# @inline lib.sh" line`);
+  const text = out.join("\n");
+  scriptCache.set(name, text);
+  return text;
+}
+
+type ParamValue = string | number | undefined;
+
+function render(name: ScriptName, params: Record<string, ParamValue>): string {
+  const header = [`# progressdb-upgrades ${name} (rendered by components/hostScripts.ts; secrets arrive on stdin)`];
+  header.push(`PDB_SCRIPT=${shQuote(name.replace(/\.sh$/, ""))}`);
+  for (const [k, v] of Object.entries(params)) {
+    check(/^PDB_[A-Z0-9_]+$/.test(k), `bad parameter name ${k}`);
+    header.push(`${k}=${shQuote(v === undefined ? "" : String(v))}`);
+  }
+  return `${header.join("\n")}\n${loadScript(name)}`;
+}
+
+/** Host parameters each script uses (others are left out of its header). */
+const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
+  "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
+  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT"],
+  "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
+};
+
+function hostVars(script: ScriptName, h: HostParams): Record<string, ParamValue> {
+  const all: Record<string, ParamValue> = {
+    PDB_INSTALL_DIR: h.installDir,
+    PDB_DB_PATH: h.dbPath,
+    PDB_KMS_DATA_DIR: h.kmsDataDir,
+    PDB_SERVICE_MANAGER: h.serviceManager,
+    PDB_SERVICE_NAME: h.serviceName,
+    PDB_LISTEN_ADDR: h.listenAddr,
+    PDB_CONFIG_FILE: h.configFile,
+    PDB_SUPERVISOR_CONF_DIR: h.supervisorConfDir ?? "/etc/supervisor/conf.d",
+    PDB_SUPERVISORCTL_CONFIG: h.supervisorctlConfig,
+    PDB_SYSTEMD_UNIT_DIR: h.systemdUnitDir ?? "/etc/systemd/system",
+    PDB_AWS: h.awsCli ?? "aws",
+    PDB_STOP_TIMEOUT: h.stopTimeoutSeconds ?? 30,
+  };
+  return Object.fromEntries(HOST_VARS_USED[script].map((k) => [k, all[k]]));
+}
+
+function s3Vars(s: S3Params | undefined, withPrefix: boolean): Record<string, ParamValue> {
+  return {
+    PDB_S3_BUCKET: s?.bucket,
+    ...(withPrefix ? { PDB_S3_PREFIX: s?.prefix } : {}),
+    PDB_S3_ENDPOINT: s?.endpoint,
+    PDB_S3_REGION: s?.region ?? "us-east-1",
+  };
+}
+
+/** stdin for every script: `KEY=VALUE` lines for the secrets that are set. */
+export function renderSecretsStdin(s: HostSecrets): string {
+  const lines: string[] = [];
+  const add = (key: string, value: string | undefined) => {
+    if (value === undefined || value === "") return;
+    if (/[\r\n\0]/.test(value)) throw new Error(`secret ${key} must be a single line`);
+    lines.push(`${key}=${value}`);
+  };
+  add("AWS_ACCESS_KEY_ID", s.awsAccessKeyId);
+  add("AWS_SECRET_ACCESS_KEY", s.awsSecretAccessKey);
+  add("AWS_SESSION_TOKEN", s.awsSessionToken);
+  if (s.kmsMasterKeyHex !== undefined && s.kmsMasterKeyHex !== "") {
+    if (!/^[0-9a-fA-F]+$/.test(s.kmsMasterKeyHex)) throw new Error("kmsMasterKeyHex must be hexadecimal");
+  }
+  add("PROGRESSDB_KMS_MASTER_KEY_HEX", s.kmsMasterKeyHex);
+  return lines.length ? `${lines.join("\n")}\n` : "";
+}
+
+/**
+ * Preflight: tools, disk, S3, download + verify into
+ * `<installDir>/staging/<version>/<archiveName>`. Stdout: {@link PreflightResult}.
+ */
+export function renderPreflightScript(p: PreflightParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  check(/^[A-Za-z0-9._+-]+$/.test(p.archiveName), `archiveName must be a file name, got ${JSON.stringify(p.archiveName)}`);
+  check(/^(https?|file):\/\/\S+$/.test(p.artifactUrl), `artifactUrl must be a URL, got ${JSON.stringify(p.artifactUrl)}`);
+  if (p.sha256 === undefined) {
+    check(/^(https?|file):\/\/\S+$/.test(p.checksumsUrl), `checksumsUrl must be a URL when sha256 is not pinned, got ${JSON.stringify(p.checksumsUrl)}`);
+  } else {
+    check(/^[0-9a-fA-F]{64}$/.test(p.sha256), "sha256 must be 64 hex characters");
+  }
+  checkInt("minFreeMb", p.minFreeMb, 0);
+  if (p.s3) validateS3(p.s3);
+  return render("preflight.sh", {
+    ...hostVars("preflight.sh", p.host),
+    PDB_VERSION: p.version,
+    PDB_ARTIFACT_URL: p.artifactUrl,
+    PDB_CHECKSUMS_URL: p.checksumsUrl,
+    PDB_ARCHIVE_NAME: p.archiveName,
+    PDB_SHA256: p.sha256,
+    PDB_MIN_FREE_MB: p.minFreeMb,
+    ...s3Vars(p.s3, false),
+  });
+}
+
+/**
+ * Backup: stop, stream tar.gz to
+ * `s3://<bucket>/<prefix>/<stack>/<YYYYmmddTHHMMSSZ>-<from>-to-<to>.tar.gz`,
+ * publish with sha256 metadata + `.sha256` sidecar, verify. Leaves the service
+ * stopped on success. Stdout: {@link BackupResult}.
+ */
+export function renderBackupScript(p: BackupParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  check(/^[A-Za-z0-9._-]+$/.test(p.stack), `stack must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.stack)}`);
+  validateS3(p.s3);
+  const gzipLevel = p.gzipLevel ?? 6;
+  checkInt("gzipLevel", gzipLevel, 1, 9);
+  return render("backup.sh", {
+    ...hostVars("backup.sh", p.host),
+    PDB_VERSION: p.version,
+    PDB_STACK: p.stack,
+    ...s3Vars(p.s3, true),
+    PDB_GZIP_LEVEL: gzipLevel,
+    PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
+  });
+}
+
+/**
+ * Install: extract into releases/<version>, write the env file from stdin,
+ * switch `current`, start via the service manager, wait for /readyz to report
+ * the version, auto-revert otherwise. Stdout: {@link InstallResult}.
+ */
+export function renderInstallScript(p: InstallParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  check(/^[A-Za-z0-9._+-]+$/.test(p.archiveName), `archiveName must be a file name, got ${JSON.stringify(p.archiveName)}`);
+  const keep = p.keepReleases ?? 3;
+  checkInt("keepReleases", keep, 1, 1000);
+  checkInt("autoRevertSeconds", p.autoRevertSeconds, 0, 3600);
+  check(/^https?:\/\/\S+$/.test(p.healthUrl), `healthUrl must be an http(s) URL, got ${JSON.stringify(p.healthUrl)}`);
+  const unit =
+    p.host.serviceManager === "systemd"
+      ? renderSystemdUnit(p.host)
+      : p.host.serviceManager === "supervisor"
+        ? renderSupervisorProgram(p.host)
+        : "";
+  return render("install.sh", {
+    ...hostVars("install.sh", p.host),
+    PDB_SERVICE_UNIT: unit,
+    PDB_VERSION: p.version,
+    PDB_ARCHIVE_NAME: p.archiveName,
+    PDB_KEEP_RELEASES: keep,
+    PDB_HEALTH_URL: p.healthUrl.replace(/\/+$/, ""),
+    PDB_AUTO_REVERT_SECONDS: p.autoRevertSeconds,
+    PDB_BACKUP_URI: p.backupUri,
+  });
+}
+
+/** One systemd ExecStart/Environment word: quoted when needed, % and $ escaped. */
+function systemdWord(value: string): string {
+  const escaped = value.replace(/%/g, "%%").replace(/\$/g, "$$$$");
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(value)) return escaped;
+  return `"${escaped.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+}
+
+/** Path value for single-path settings (EnvironmentFile=, WorkingDirectory=). */
+function systemdPath(value: string): string {
+  return value.replace(/%/g, "%%");
+}
+
+/** The systemd unit the install writes to `<systemdUnitDir>/<serviceName>.service`. */
+export function renderSystemdUnit(host: HostParams): string {
+  validateHost(host);
+  const args = [`${host.installDir}/current/progressdb`, "--db", host.dbPath, "--addr", host.listenAddr];
+  if (host.configFile) args.push("--config", host.configFile);
+  const stop = host.stopTimeoutSeconds ?? 30;
+  return [
+    "# Managed by progressdb-upgrades (install.sh) — local edits are overwritten on the next upgrade.",
+    "[Unit]",
+    `Description=ProgressDB (${host.serviceName})`,
+    "Documentation=https://github.com/progressdb/ProgressDB",
+    "After=network-online.target",
+    "Wants=network-online.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    `WorkingDirectory=${systemdPath(host.installDir)}`,
+    `EnvironmentFile=-${systemdPath(`${host.installDir}/progressdb.env`)}`,
+    `ExecStart=${args.map(systemdWord).join(" ")}`,
+    "Restart=on-failure",
+    "RestartSec=2s",
+    "KillSignal=SIGTERM",
+    `TimeoutStopSec=${stop}s`,
+    "LimitNOFILE=65536",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+}
+
+/** A supervisor config value: % escaped; quoted (shlex) when it has spaces or quotes. */
+function supervisorWord(value: string): string {
+  const escaped = value.replace(/%/g, "%%");
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(value)) return escaped;
+  return `"${escaped.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+}
+
+/** The supervisor program the install writes to `<supervisorConfDir>/<serviceName>.conf`. */
+export function renderSupervisorProgram(host: HostParams): string {
+  validateHost(host);
+  const stop = host.stopTimeoutSeconds ?? 30;
+  return [
+    "; Managed by progressdb-upgrades (install.sh) — local edits are overwritten on the next upgrade.",
+    "; The launcher loads <installDir>/progressdb.env and execs <installDir>/current/progressdb.",
+    `[program:${host.serviceName}]`,
+    `command=${supervisorWord(`${host.installDir}/bin/${host.serviceName}-launch`)}`,
+    `directory=${host.installDir.replace(/%/g, "%%")}`,
+    "autostart=true",
+    "autorestart=unexpected",
+    "exitcodes=0",
+    "startsecs=1",
+    "startretries=2",
+    "stopsignal=TERM",
+    `stopwaitsecs=${stop}`,
+    "killasgroup=true",
+    "redirect_stderr=true",
+    `stdout_logfile=${host.installDir.replace(/%/g, "%%")}/logs/${host.serviceName}.log`,
+    "stdout_logfile_maxbytes=50MB",
+    "stdout_logfile_backups=5",
+    "",
+  ].join("\n");
+}

@@ -1,0 +1,322 @@
+# shellcheck shell=sh
+# lib.sh — helpers shared by the progressdb-upgrades host scripts.
+# components/hostScripts.ts inlines this file into every rendered script (in
+# place of the line ending in "# @inline lib.sh"), so the remote side never
+# needs it on disk. Everything here is POSIX sh (checked by shellcheck -s sh).
+#
+# Conventions: progress and errors go to stderr; stdout carries exactly one
+# JSON line, printed by the calling script at the very end.
+
+PDB_SCRIPT=${PDB_SCRIPT:-progressdb}
+# The aws CLI must never page or prompt in a non-interactive session.
+AWS_PAGER=''
+AWS_CLI_AUTO_PROMPT=off
+AWS_RETRY_MODE=standard
+AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-3}
+export AWS_PAGER AWS_CLI_AUTO_PROMPT AWS_RETRY_MODE AWS_MAX_ATTEMPTS
+
+log() {
+  printf '%s [%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PDB_SCRIPT" "$*" >&2
+}
+
+# fail <exit code> <message...>
+fail() {
+  pdb_code=$1
+  shift
+  log "ERROR: $*"
+  exit "$pdb_code"
+}
+
+# json_str <value>: prints the value as a JSON string literal. Control
+# characters are folded to spaces (the values are paths, versions, keys).
+json_str() {
+  printf '"%s"' "$(printf '%s' "$1" | tr '\000-\037' ' ' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')"
+}
+
+# sh_quote <value>: single-quoted shell word.
+sh_quote() {
+  printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+
+# read_secrets: reads KEY=VALUE lines from stdin into non-exported shell
+# variables (never eval'd, never echoed), then detaches stdin so no later
+# command can read it. Unknown lines are ignored without printing them.
+# shellcheck disable=SC2034 # PDB_SECRET_KMS_MASTER_KEY_HEX is used by install.sh
+read_secrets() {
+  PDB_SECRET_AWS_ACCESS_KEY_ID=''
+  PDB_SECRET_AWS_SECRET_ACCESS_KEY=''
+  PDB_SECRET_AWS_SESSION_TOKEN=''
+  PDB_SECRET_KMS_MASTER_KEY_HEX=''
+  if [ -t 0 ]; then
+    return 0
+  fi
+  pdb_ignored=0
+  while IFS= read -r pdb_line || [ -n "$pdb_line" ]; do
+    pdb_line=$(printf '%s' "$pdb_line" | tr -d '\r')
+    case $pdb_line in
+      AWS_ACCESS_KEY_ID=*) PDB_SECRET_AWS_ACCESS_KEY_ID=${pdb_line#*=} ;;
+      AWS_SECRET_ACCESS_KEY=*) PDB_SECRET_AWS_SECRET_ACCESS_KEY=${pdb_line#*=} ;;
+      AWS_SESSION_TOKEN=*) PDB_SECRET_AWS_SESSION_TOKEN=${pdb_line#*=} ;;
+      PROGRESSDB_KMS_MASTER_KEY_HEX=*) PDB_SECRET_KMS_MASTER_KEY_HEX=${pdb_line#*=} ;;
+      '' | '#'*) ;;
+      *) pdb_ignored=$((pdb_ignored + 1)) ;;
+    esac
+  done
+  pdb_line=''
+  exec 0</dev/null
+  if [ "$pdb_ignored" -gt 0 ]; then
+    log "ignored $pdb_ignored unexpected stdin line(s) (expected KEY=VALUE for AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PROGRESSDB_KMS_MASTER_KEY_HEX)"
+  fi
+}
+
+# aws_cli <args...>: runs the aws CLI with the stdin credentials placed in its
+# environment only (not exported to the script, never on a command line).
+aws_cli() {
+  if [ -n "$PDB_SECRET_AWS_ACCESS_KEY_ID" ] && [ -n "$PDB_SECRET_AWS_SESSION_TOKEN" ]; then
+    AWS_ACCESS_KEY_ID=$PDB_SECRET_AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$PDB_SECRET_AWS_SECRET_ACCESS_KEY \
+      AWS_SESSION_TOKEN=$PDB_SECRET_AWS_SESSION_TOKEN "$PDB_AWS" "$@"
+  elif [ -n "$PDB_SECRET_AWS_ACCESS_KEY_ID" ]; then
+    AWS_ACCESS_KEY_ID=$PDB_SECRET_AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$PDB_SECRET_AWS_SECRET_ACCESS_KEY \
+      "$PDB_AWS" "$@"
+  else
+    "$PDB_AWS" "$@"
+  fi
+}
+
+# aws_s3 <s3|s3api> <args...>: adds region and endpoint.
+aws_s3() {
+  pdb_svc=$1
+  shift
+  if [ -n "$PDB_S3_ENDPOINT" ]; then
+    aws_cli "$pdb_svc" --region "$PDB_S3_REGION" --endpoint-url "$PDB_S3_ENDPOINT" "$@"
+  else
+    aws_cli "$pdb_svc" --region "$PDB_S3_REGION" "$@"
+  fi
+}
+
+s3_where() {
+  if [ -n "$PDB_S3_ENDPOINT" ]; then
+    printf 'endpoint %s, region %s' "$PDB_S3_ENDPOINT" "$PDB_S3_REGION"
+  else
+    printf 'AWS S3, region %s' "$PDB_S3_REGION"
+  fi
+}
+
+sha256_of() {
+  sha256sum "$1" | cut -d' ' -f1
+}
+
+# free_mb <path>: free MB on the filesystem holding path (or its nearest
+# existing parent).
+free_mb() {
+  pdb_d=$1
+  while [ ! -d "$pdb_d" ]; do
+    pdb_d=$(dirname -- "$pdb_d")
+  done
+  df -Pk -- "$pdb_d" | awk 'NR==2 { print int($4 / 1024) }'
+}
+
+# fetch <url> <out>: downloads with curl or wget; on failure prints the
+# downloader's error to stdout and returns non-zero.
+fetch() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL --retry 2 --connect-timeout 10 -o "$2" -- "$1" 2>&1
+  else
+    wget -q -O "$2" -- "$1" 2>&1 || {
+      pdb_rc=$?
+      printf 'wget exit %s\n' "$pdb_rc"
+      return "$pdb_rc"
+    }
+  fi
+}
+
+# http_get <url>: prints "<status> <body>" (status 000 when unreachable).
+http_get() {
+  if command -v curl >/dev/null 2>&1; then
+    pdb_out=$(curl -sS --max-time 3 -w '\n%{http_code}' -- "$1" 2>&1) || true
+    printf '%s %s' "$(printf '%s\n' "$pdb_out" | tail -n 1)" "$(printf '%s\n' "$pdb_out" | sed '$d' | tr -d '\n')"
+  else
+    if pdb_out=$(wget -q -T 3 -O - -- "$1" 2>&1); then
+      printf '200 %s' "$(printf '%s' "$pdb_out" | tr -d '\n')"
+    else
+      printf '000 %s' "$(printf '%s' "$pdb_out" | tr -d '\n')"
+    fi
+  fi
+}
+
+# current_version: the release the "current" symlink points to ("" if none).
+current_version() {
+  if [ -L "$PDB_INSTALL_DIR/current" ]; then
+    basename -- "$(readlink -- "$PDB_INSTALL_DIR/current")"
+  fi
+}
+
+# switch_current <version>: atomic symlink switch (ln to temp + mv -T).
+switch_current() {
+  pdb_tmp_link="$PDB_INSTALL_DIR/.current.$$"
+  rm -f -- "$pdb_tmp_link"
+  ln -s -- "$PDB_INSTALL_DIR/releases/$1" "$pdb_tmp_link"
+  mv -T -- "$pdb_tmp_link" "$PDB_INSTALL_DIR/current"
+}
+
+# ---- service manager ------------------------------------------------------
+
+svc_pidfile() { printf '%s/run/%s.pid' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
+svc_logfile() { printf '%s/logs/%s.log' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
+svc_launcher() { printf '%s/bin/%s-launch' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
+
+supctl() {
+  if [ -n "$PDB_SUPERVISORCTL_CONFIG" ]; then
+    supervisorctl -c "$PDB_SUPERVISORCTL_CONFIG" "$@"
+  else
+    supervisorctl "$@"
+  fi
+}
+
+# svc_pid: (process mode) prints the pid if our service process is alive.
+svc_pid() {
+  pdb_pf=$(svc_pidfile)
+  [ -f "$pdb_pf" ] || return 1
+  pdb_pid=$(cat -- "$pdb_pf" 2>/dev/null || true)
+  case $pdb_pid in '' | *[!0-9]*) return 1 ;; esac
+  kill -0 "$pdb_pid" 2>/dev/null || return 1
+  # Guard against a recycled pid: the process must run a binary of this install.
+  if [ -r "/proc/$pdb_pid/cmdline" ]; then
+    tr '\000' '\n' <"/proc/$pdb_pid/cmdline" | grep -qF -- "$PDB_INSTALL_DIR/" || return 1
+  fi
+  printf '%s\n' "$pdb_pid"
+}
+
+supervisor_state() {
+  supctl status "$PDB_SERVICE_NAME" 2>/dev/null | awk 'NR==1 { print $2 }' || true
+}
+
+svc_is_running() {
+  case $PDB_SERVICE_MANAGER in
+    systemd) systemctl is-active --quiet "$PDB_SERVICE_NAME.service" ;;
+    supervisor)
+      case $(supervisor_state) in
+        RUNNING | STARTING) return 0 ;;
+        *) return 1 ;;
+      esac
+      ;;
+    process) svc_pid >/dev/null ;;
+    *) fail 2 "unknown service manager '$PDB_SERVICE_MANAGER'" ;;
+  esac
+}
+
+svc_where_logs() {
+  case $PDB_SERVICE_MANAGER in
+    systemd) printf 'journalctl -u %s.service' "$PDB_SERVICE_NAME" ;;
+    *) svc_logfile ;;
+  esac
+}
+
+svc_tail_logs() {
+  log "last log lines ($(svc_where_logs)):"
+  case $PDB_SERVICE_MANAGER in
+    systemd) journalctl -u "$PDB_SERVICE_NAME.service" -n 30 --no-pager 2>/dev/null | sed 's/^/    /' >&2 || true ;;
+    *) tail -n 30 -- "$(svc_logfile)" 2>/dev/null | sed 's/^/    /' >&2 || true ;;
+  esac
+}
+
+# svc_stop: stops the service and waits for it to exit (clean SIGTERM).
+svc_stop() {
+  case $PDB_SERVICE_MANAGER in
+    systemd) systemctl stop "$PDB_SERVICE_NAME.service" ;;
+    supervisor)
+      if svc_is_running; then
+        supctl stop "$PDB_SERVICE_NAME" >&2
+      fi
+      ;;
+    process)
+      if pdb_pid=$(svc_pid); then
+        kill -TERM "$pdb_pid"
+        pdb_waited=0
+        while kill -0 "$pdb_pid" 2>/dev/null; do
+          if [ "$pdb_waited" -ge $((PDB_STOP_TIMEOUT * 10)) ]; then
+            log "WARNING: pid $pdb_pid did not exit within ${PDB_STOP_TIMEOUT}s of SIGTERM; sending SIGKILL"
+            kill -KILL "$pdb_pid" 2>/dev/null || true
+            sleep 1
+            break
+          fi
+          sleep 0.1
+          pdb_waited=$((pdb_waited + 1))
+        done
+      fi
+      rm -f -- "$(svc_pidfile)"
+      ;;
+  esac
+  if svc_is_running; then
+    return 1
+  fi
+}
+
+# svc_launch_process: (process mode) starts the launcher fully detached: new
+# session, stdin from /dev/null, stdout/stderr to the log file, and without
+# the stdin credentials in its environment (they were never exported).
+svc_launch_process() {
+  mkdir -p -- "$PDB_INSTALL_DIR/run" "$PDB_INSTALL_DIR/logs"
+  rm -f -- "$(svc_pidfile)"
+  setsid "$(svc_launcher)" </dev/null >>"$(svc_logfile)" 2>&1 &
+  pdb_waited=0
+  while [ ! -s "$(svc_pidfile)" ]; do
+    if [ "$pdb_waited" -ge 50 ]; then
+      log "launcher did not write $(svc_pidfile) within 5s"
+      return 1
+    fi
+    sleep 0.1
+    pdb_waited=$((pdb_waited + 1))
+  done
+}
+
+# svc_start: (re)starts the service on whatever "current" points to.
+svc_start() {
+  case $PDB_SERVICE_MANAGER in
+    systemd) systemctl restart "$PDB_SERVICE_NAME.service" ;;
+    supervisor) supctl restart "$PDB_SERVICE_NAME" >&2 ;;
+    process)
+      svc_stop
+      svc_launch_process
+      ;;
+  esac
+}
+
+# wait_ready <version> <seconds>: polls <health>/readyz until it reports
+# status ok and the version. Sets PDB_LAST_RESPONSE. Without a health URL (or
+# for an unknown version) it only checks that the service is running.
+wait_ready() {
+  pdb_want=$1
+  if [ -z "${PDB_HEALTH_URL:-}" ] || [ "$pdb_want" = unknown ]; then
+    sleep 1
+    PDB_LAST_RESPONSE='(not checked: no health URL or unknown version)'
+    svc_is_running
+    return
+  fi
+  pdb_deadline=$(($(date +%s) + $2))
+  PDB_LAST_RESPONSE='(no response yet)'
+  pdb_not_running=0
+  while :; do
+    PDB_LAST_RESPONSE=$(http_get "$PDB_HEALTH_URL/readyz")
+    pdb_compact=$(printf '%s' "$PDB_LAST_RESPONSE" | tr -d ' \t')
+    case $pdb_compact in
+      200*'"version":"'"$pdb_want"'"'*)
+        case $pdb_compact in *'"status":"ok"'*) return 0 ;; esac
+        ;;
+    esac
+    # Fail fast when the process is clearly gone (not just starting).
+    if svc_is_running; then
+      pdb_not_running=0
+    else
+      pdb_not_running=$((pdb_not_running + 1))
+      if [ "$pdb_not_running" -ge 6 ]; then
+        PDB_LAST_RESPONSE="$PDB_LAST_RESPONSE (the service is not running)"
+        return 1
+      fi
+    fi
+    if [ "$(date +%s)" -ge "$pdb_deadline" ]; then
+      return 1
+    fi
+    sleep 0.5
+  done
+}
