@@ -12,7 +12,6 @@ export interface BackupArgs {
   s3: S3Params;
   /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
   stdin: pulumi.Input<string>;
-  restoreRequest: string;
 }
 
 interface BackupResult {
@@ -46,7 +45,7 @@ export class Backup extends pulumi.ComponentResource {
         connection: args.connection,
         script: renderBackupScript({ host: args.host, version: args.version, stack: args.stack, s3: args.s3 }),
         stdin: args.stdin,
-        triggers: [args.version, args.restoreRequest],
+        triggers: [args.version],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

@@ -17,7 +17,6 @@ export interface BinaryDeploymentArgs {
   autoRevertSeconds: number;
   /** Secrets for the service (KMS master key), as KEY=VALUE lines. */
   stdin: pulumi.Input<string>;
-  restoreRequest: string;
 }
 
 /**
@@ -47,7 +46,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
           autoRevertSeconds: args.autoRevertSeconds,
         }),
         stdin: args.stdin,
-        triggers: [args.version, args.restoreRequest],
+        triggers: [args.version],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

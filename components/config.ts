@@ -55,6 +55,8 @@ const hostSchema = z.strictObject({
   address: nonEmpty,
   port: port.default(22),
   user: nonEmpty.default("root"),
+  /** The aws CLI the host's scripts run (a name on the remote PATH, or an absolute path). */
+  awsCli: nonEmpty.default("aws"),
 });
 
 const RELEASES = "https://github.com/progressdb/ProgressDB/releases/download/v{version}";
@@ -199,6 +201,14 @@ const settingsSchema = z.object({
   health: healthSchema,
   restore: restoreSchema.default({}),
   allowDowngrade: z.boolean({ error: "must be true or false" }).default(false),
+}).superRefine((s, ctx) => {
+  if (s.restore.backup && !s.backup.bucket) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["backup", "bucket"],
+      message: "is required when restore.backup is set (the endpoint and region of the backups come from progressdb:backup) — set it with: pulumi config set --path progressdb:backup.bucket <bucket-name>",
+    });
+  }
 });
 
 type Parsed = z.output<typeof settingsSchema>;

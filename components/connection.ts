@@ -26,6 +26,7 @@ export function hostParams(s: Settings): HostParams {
     serviceName: b.serviceName,
     listenAddr: b.listenAddr,
     configFile: b.configFile,
+    awsCli: s.deployment.host.awsCli,
   };
 }
 

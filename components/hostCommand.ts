@@ -7,7 +7,7 @@ export interface HostCommandArgs {
   script: pulumi.Input<string>;
   /** `KEY=VALUE` lines with the secrets the script needs; a secret Output. */
   stdin: pulumi.Input<string>;
-  /** What re-runs the step: the version and the restore request, nothing incidental. */
+  /** What re-runs the step: the version (or the restore request), nothing incidental. */
   triggers: pulumi.Input<unknown[]>;
 }
 

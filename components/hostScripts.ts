@@ -108,6 +108,19 @@ export interface InstallParams {
   backupUri?: string;
 }
 
+export interface RestoreParams {
+  host: HostParams;
+  /** `s3://<bucket>/<key>.tar.gz` or `before:<version>`. */
+  request: string;
+  /** The version to run on the restored data. */
+  version: string;
+  stack: string;
+  /** Where `before:<version>` looks, and the endpoint/region for any request. */
+  s3: S3Params;
+  /** Base URL; `/readyz` is appended. Defaults to http://<listenAddr>. */
+  healthUrl?: string;
+}
+
 /** Output of the preflight (stdout JSON). */
 export interface PreflightResult {
   archive: string;
@@ -118,6 +131,14 @@ export interface PreflightResult {
 export type BackupResult =
   | { uri: string; bucket: string; key: string; size: number; sha256: string; fromVersion: string; toVersion: string }
   | { skipped: true; reason: string; fromVersion: string };
+/** Output of the restore (stdout JSON). */
+export interface RestoreResult {
+  restored: string;
+  sha256: string;
+  size: number;
+  movedAside: string[];
+  started: boolean;
+}
 /** Output of the install (stdout JSON). */
 export interface InstallResult {
   version: string;
@@ -214,7 +235,7 @@ function scriptsDir(): string {
 }
 
 /** Reads a script and inlines lib.sh in place of the `# @inline lib.sh` line. */
-type ScriptName = "preflight.sh" | "backup.sh" | "install.sh";
+type ScriptName = "preflight.sh" | "backup.sh" | "install.sh" | "restore.sh";
 
 export function loadScript(name: ScriptName): string {
   const cached = scriptCache.get(name);
@@ -261,6 +282,7 @@ function render(name: ScriptName, params: Record<string, ParamValue>): string {
 const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
   "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
   "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT"],
+  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT"],
   "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
 };
 
@@ -356,6 +378,28 @@ export function renderBackupScript(p: BackupParams): string {
     PDB_STACK: p.stack,
     ...s3Vars(p.s3, true),
     PDB_GZIP_LEVEL: gzipLevel,
+    PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
+  });
+}
+
+/**
+ * Restore: download a backup (or the newest one taken before upgrading to a
+ * version), verify its sha256, move the current data aside, put the backup in
+ * place, and start the service if `current` already is `version`.
+ * Stdout: {@link RestoreResult}.
+ */
+export function renderRestoreScript(p: RestoreParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  check(/^[A-Za-z0-9._-]+$/.test(p.stack), `stack must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.stack)}`);
+  check(/^(s3:\/\/[^/\s]+\/\S+|before:\S+)$/.test(p.request), `restore request must be s3://<bucket>/<key> or before:<version>, got ${JSON.stringify(p.request)}`);
+  validateS3(p.s3);
+  return render("restore.sh", {
+    ...hostVars("restore.sh", p.host),
+    PDB_RESTORE: p.request,
+    PDB_VERSION: p.version,
+    PDB_STACK: p.stack,
+    ...s3Vars(p.s3, true),
     PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
   });
 }

@@ -18,7 +18,6 @@ export interface PreflightArgs {
   s3?: S3Params;
   /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
   stdin: pulumi.Input<string>;
-  restoreRequest: string;
 }
 
 /**
@@ -47,7 +46,7 @@ export class Preflight extends pulumi.ComponentResource {
           s3: args.s3,
         }),
         stdin: args.stdin,
-        triggers: [args.version, args.restoreRequest],
+        triggers: [args.version],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

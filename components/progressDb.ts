@@ -4,6 +4,7 @@ import { Secrets } from "./stackConfig";
 import { hostParams, s3Params, sshConnection } from "./connection";
 import { renderSecretsStdin } from "./hostScripts";
 import { Preflight } from "./preflight";
+import { Restore } from "./restore";
 import { Backup } from "./backup";
 import { BackupBucket } from "./backupBucket";
 import { BinaryDeployment } from "./binaryDeployment";
@@ -37,7 +38,6 @@ export class ProgressDb extends pulumi.ComponentResource {
     const s = args.settings;
     const { secrets } = args;
     const version = s.version;
-    const restoreRequest = s.restore.backup ?? "";
     const connection = sshConnection(s.deployment.host, secrets.sshPrivateKey ?? "");
     const host = hostParams(s);
     const s3 = s.backup.enabled ? s3Params(s) : undefined;
@@ -92,7 +92,6 @@ export class ProgressDb extends pulumi.ComponentResource {
                 minFreeMb: binary.minFreeMb,
                 s3,
                 stdin: s3Stdin,
-                restoreRequest,
               },
               { ...child, dependsOn: afterGuard },
             ),
@@ -103,11 +102,20 @@ export class ProgressDb extends pulumi.ComponentResource {
     const backup = s3
       ? new Backup(
           `${name}-backup`,
-          { connection, host, version, stack: args.stack, s3, stdin: s3Stdin, restoreRequest },
+          { connection, host, version, stack: args.stack, s3, stdin: s3Stdin },
           { ...child, dependsOn: prepared },
         )
       : undefined;
-    const afterBackup = backup ? [backup] : prepared;
+
+    // 2b. A requested restore puts a backup in place of the data (the data it replaces is moved aside).
+    const restore = s.restore.backup
+      ? new Restore(
+          `${name}-restore`,
+          { connection, host, request: s.restore.backup, version, stack: args.stack, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
+          { ...child, dependsOn: backup ? [backup] : prepared },
+        )
+      : undefined;
+    const beforeInstall = restore ? [restore] : backup ? [backup] : prepared;
 
     // 3. The new version.
     let deployment: BinaryDeployment | ContainerDeployment;
@@ -123,9 +131,8 @@ export class ProgressDb extends pulumi.ComponentResource {
           healthUrl: s.health.url,
           autoRevertSeconds: s.health.timeoutSeconds,
           stdin: serviceStdin,
-          restoreRequest,
         },
-        { ...child, dependsOn: afterBackup },
+        { ...child, dependsOn: beforeInstall },
       );
     } else {
       deployment = new ContainerDeployment(
@@ -137,7 +144,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           hostDataDir: s.storage.dbPath,
           kmsMasterKeyHex: secrets.kmsMasterKeyHex,
         },
-        { ...child, dependsOn: afterBackup },
+        { ...child, dependsOn: beforeInstall },
       );
     }
 
@@ -147,7 +154,8 @@ export class ProgressDb extends pulumi.ComponentResource {
       {
         url: s.health.url,
         expectedVersion: version,
-        deploymentId: deployment.deploymentId,
+        // A restore at the same version restarts the service: check it again.
+        deploymentId: restore ? pulumi.interpolate`${deployment.deploymentId}+${restore.restoreId}` : deployment.deploymentId,
         timeoutSeconds: s.health.timeoutSeconds,
         intervalSeconds: s.health.intervalSeconds,
         requestTimeoutSeconds: s.health.requestTimeoutSeconds,

@@ -11,6 +11,7 @@ import {
   defaultHealthUrl,
   renderBackupScript,
   renderInstallScript,
+  renderRestoreScript,
   renderPreflightScript,
   renderSecretsStdin,
   renderSupervisorProgram,
@@ -168,7 +169,7 @@ describe("shellcheck", () => {
 
   it.skipIf(!shellcheck)("passes on components/scripts/*.sh (shellcheck -s sh)", async () => {
     const files = fs.readdirSync(scripts).filter((f) => f.endsWith(".sh"));
-    expect(files.sort()).toEqual(["backup.sh", "install.sh", "lib.sh", "preflight.sh"]);
+    expect(files.sort()).toEqual(["backup.sh", "install.sh", "lib.sh", "preflight.sh", "restore.sh"]);
     const r = await run(shellcheck!, ["-s", "sh", "-x", ...files], { cwd: scripts });
     expect(r.stdout + r.stderr).toBe("");
     expect(r.code).toBe(0);
@@ -182,6 +183,7 @@ describe("shellcheck", () => {
         "preflight.sh": renderPreflightScript({ host: h, version: "0.2.0", artifactUrl: "https://x/a.tar.gz", checksumsUrl: "https://x/c.txt", archiveName: "a.tar.gz", minFreeMb: 5, s3 }),
         "backup.sh": renderBackupScript({ host: h, version: "0.2.0", stack: "s", s3 }),
         "install.sh": renderInstallScript({ host: h, version: "0.2.0", archiveName: "a.tar.gz", keepReleases: 3, healthUrl: "http://127.0.0.1:1", autoRevertSeconds: 5 }),
+        "restore.sh": renderRestoreScript({ host: h, request: "before:0.2.0", version: "0.1.2", stack: "s", s3 }),
       };
       for (const [name, text] of Object.entries(rendered)) fs.writeFileSync(path.join(dir, name), `#!/bin/sh\n${text}`);
       const r = await run(shellcheck!, ["-s", "sh", ...Object.keys(rendered)], { cwd: dir });

@@ -11,6 +11,7 @@ import {
   renderBackupScript,
   renderInstallScript,
   renderPreflightScript,
+  renderRestoreScript,
   renderSecretsStdin,
   type HostParams,
   type HostSecrets,
@@ -245,6 +246,19 @@ export function install(w: World, h: TestHost, version: string, o: { autoRevertS
     backupUri: o.backupUri,
   });
   return runScript<{ version: string; previousVersion: string }>(w, script, o.secrets ?? { kmsMasterKeyHex: h.kmsKeyHex });
+}
+
+export interface RestoreJson {
+  restored: string;
+  sha256: string;
+  size: number;
+  movedAside: string[];
+  started: boolean;
+}
+
+export function restore(w: World, h: TestHost, request: string, version: string, o: { stack?: string; secrets?: HostSecrets } = {}) {
+  const script = renderRestoreScript({ host: h.params, request, version, stack: o.stack ?? "itest", s3: w.s3, healthUrl: h.url });
+  return runScript<RestoreJson>(w, script, o.secrets ?? w.secrets);
 }
 
 /** First install of `version` (preflight + install), as a fresh host would get. */

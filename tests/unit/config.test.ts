@@ -61,6 +61,7 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     ["a negative interval", set("health.intervalSeconds", -1), "progressdb:health.intervalSeconds must be greater than 0", ""],
     ["a typo'd key", set("health.timeout", 5), "progressdb:health", "timeout"],
     ["external KMS without endpoint", set("kms", { mode: "external" }), "progressdb:kms.endpoint is required when kms.mode is \"external\"", "pulumi config set --path progressdb:kms.endpoint"],
+    ["a restore without a backup bucket", { ...set("backup", { enabled: false }), restore: { backup: "before:0.2.0" } }, "progressdb:backup.bucket is required when restore.backup is set", "pulumi config set --path progressdb:backup.bucket"],
     ["a malformed restore request", set("restore", { backup: "yesterday" }), "progressdb:restore.backup must be s3://<bucket>/<key>.tar.gz or before:<version>", ""],
   ])("%s", (_label, values, message, fix) => {
     const problems = problemsOf(values);

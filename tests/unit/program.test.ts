@@ -47,11 +47,22 @@ describe("binary mode", () => {
     expect(dependsOn(r, "progressdb-preflight-check", "progressdb-backup-upload")).toBe(false);
   });
 
-  test("host commands are triggered by the version and the restore request only", async () => {
-    const r = await run({ ...binaryConfig("0.2.0"), restore: { backup: "before:0.2.0" } });
+  test("host commands are triggered by the version only; a restore by its request only", async () => {
+    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } });
     for (const name of ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-deploy-install"]) {
-      expect(r.byName(name).inputs.triggers).toEqual(["0.2.0", "before:0.2.0"]);
+      expect(r.byName(name).inputs.triggers).toEqual(["0.1.2"]);
     }
+    expect(r.byName("progressdb-restore-data").inputs.triggers).toEqual(["before:0.2.0"]);
+  });
+
+  test("a restore runs after the backup and before the install, and re-arms the health check", async () => {
+    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } }, { version: "0.2.0" });
+    expect(r.byName("progressdb-restore").type).toBe("progressdb:backup:Restore");
+    expect(dependsOn(r, "progressdb-restore-data", "progressdb-backup-upload")).toBe(true);
+    expect(dependsOn(r, "progressdb-deploy-install", "progressdb-restore-data")).toBe(true);
+    expect(r.byName("progressdb-health").inputs.deploymentId).toBe("progressdb-deploy-install-id+progressdb-restore-data-id");
+    const plain = await run(binaryConfig("0.1.2"));
+    expect(plain.registrations.some((x) => x.name.startsWith("progressdb-restore"))).toBe(false);
   });
 
   test("changing only progressdb:version re-triggers backup, deployment and health check, and nothing else", async () => {

@@ -39,6 +39,9 @@ function fakeStdout(name: string, inputs: Record<string, unknown>): string {
     return `{"uri":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-${version}.tar.gz","key":"k","size":1234,"sha256":"${"b".repeat(64)}","fromVersion":"0.1.2"}\n`;
   }
   if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2"}\n`;
+  if (name.endsWith("-restore-data")) {
+    return `{"restored":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-0.2.0.tar.gz","sha256":"${"c".repeat(64)}","size":99,"movedAside":["/srv/progressdb/data.before-restore-20260101T000000Z"],"started":false}\n`;
+  }
   return "";
 }
 

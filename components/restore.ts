@@ -1,0 +1,62 @@
+import * as pulumi from "@pulumi/pulumi";
+import { types } from "@pulumi/command";
+import { HostParams, RestoreResult, S3Params, renderRestoreScript } from "./hostScripts";
+import { hostCommand, scriptResult } from "./hostCommand";
+
+export interface RestoreArgs {
+  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
+  host: HostParams;
+  /** `s3://<bucket>/<key>.tar.gz` or `before:<version>` (progressdb:restore.backup). */
+  request: string;
+  /** The version that will run on the restored data. */
+  version: string;
+  stack: string;
+  s3: S3Params;
+  healthUrl: string;
+  /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
+  stdin: pulumi.Input<string>;
+}
+
+/**
+ * A one-shot restore: runs when progressdb:restore.backup is set or changed,
+ * and never again for the same value. The data it replaces is moved aside on
+ * the host, never deleted. Removing the request deletes only this resource's
+ * state; nothing runs on the host.
+ */
+export class Restore extends pulumi.ComponentResource {
+  /** The `s3://` object that was restored. */
+  public readonly restoredUri: pulumi.Output<string>;
+  public readonly sha256: pulumi.Output<string>;
+  /** Where the replaced data now lives on the host. */
+  public readonly movedAside: pulumi.Output<string[]>;
+  /** Changes whenever the restore runs; the health check keys on it. */
+  public readonly restoreId: pulumi.Output<string>;
+
+  constructor(name: string, args: RestoreArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("progressdb:backup:Restore", name, {}, opts);
+    const run = hostCommand(
+      `${name}-data`,
+      {
+        connection: args.connection,
+        script: renderRestoreScript({
+          host: args.host,
+          request: args.request,
+          version: args.version,
+          stack: args.stack,
+          s3: args.s3,
+          healthUrl: args.healthUrl,
+        }),
+        stdin: args.stdin,
+        triggers: [args.request],
+      },
+      // Later upgrades change the script text (it names the version to run), never a reason to restore again.
+      { parent: this, dependsOn: opts?.dependsOn, ignoreChanges: ["create"] },
+    );
+    const result = scriptResult<RestoreResult>(run);
+    this.restoredUri = result.restored;
+    this.sha256 = result.sha256;
+    this.movedAside = result.movedAside;
+    this.restoreId = run.id;
+    this.registerOutputs({ restoredUri: this.restoredUri, sha256: this.sha256, movedAside: this.movedAside });
+  }
+}
