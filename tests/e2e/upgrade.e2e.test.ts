@@ -2,7 +2,7 @@
 // ProgressDB stand-in, backups to MinIO, upgraded and rolled back by editing
 // progressdb:version in the stack file and running the real `pulumi` CLI.
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -148,6 +148,33 @@ describe("pulumi up on the local stack (real engine)", () => {
     expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.2.0" });
   });
 
+  test("the rollback past the migration is a restore: 0.1.2 runs on the pre-upgrade backup, data intact", async () => {
+    const upgraded = (await stack.outputs()) as unknown as Outputs;
+    await stack.set("progressdb:restore.backup", "before:0.2.0", { path: true });
+    const up = await stack.up();
+    expect(up.code).toBe(0);
+    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
+    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
+    const outputs = (await stack.outputs()) as unknown as Outputs;
+    expect(outputs).toMatchObject({ version: "0.1.2", previousVersion: "0.2.0" });
+    // The migrated 0.2.0 data was backed up first, and is also kept aside on the host.
+    expect(outputs.backupUri).toMatch(/-0\.2\.0-to-0\.1\.2\.tar\.gz$/);
+    expect(outputs.backupUri).not.toBe(upgraded.backupUri);
+    const parent = path.dirname(host.params.dbPath);
+    expect(readdirSync(parent).filter((n) => n.startsWith("data.before-restore-"))).toHaveLength(1);
+  });
+
+  test("the same restore value again does nothing; clearing it runs nothing on the host", async () => {
+    const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
+    const pid = readFileSync(pidFile, "utf8").trim();
+    expect((await stack.up(["--expect-no-changes"])).code).toBe(0);
+    await stack.run(["config", "rm", "--path", "progressdb:restore.backup"]);
+    const cleared = await stack.up();
+    expect(cleared.code).toBe(0);
+    expect(readFileSync(pidFile, "utf8").trim()).toBe(pid);
+    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
+  });
+
   test("stack history shows each update with its version", async () => {
     const history = await stack.history();
     const updates = history.filter((h) => h.kind === "update").reverse();
@@ -155,6 +182,18 @@ describe("pulumi up on the local stack (real engine)", () => {
       ["succeeded", "0.1.2"],
       ["succeeded", "0.2.0"],
       ["succeeded", "0.2.0"],
+      ["succeeded", "0.1.2"],
+      ["succeeded", "0.1.2"],
+      ["succeeded", "0.1.2"],
     ]);
+  });
+
+  test("no secret appears in the state export or in anything the CLI printed", async () => {
+    const exported = await stack.exportState();
+    const printed = log.join("\n");
+    for (const secret of [world.sshd.privateKey.split("\n")[1], secrets.kmsMasterKeyHex, world.minio.secretAccessKey]) {
+      expect(exported).not.toContain(secret);
+      expect(printed).not.toContain(secret);
+    }
   });
 });
