@@ -132,10 +132,10 @@ async function main(): Promise<void> {
 
     step("pulumi stack history");
     const history = await stack.history();
-    for (const h of history.reverse()) {
+    history.reverse().forEach((h, i) => {
       const v = (h.config?.["progressdb:version"] as { value?: string } | undefined)?.value;
-      summary.push(`history #${h.version}: ${h.kind} ${h.result} at progressdb:version ${v}`);
-    }
+      summary.push(`history ${i + 1}: ${h.kind} ${h.result} at progressdb:version ${v}`);
+    });
   } finally {
     const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
     if (existsSync(pidFile)) {
