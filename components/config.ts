@@ -179,6 +179,8 @@ const healthSchema = z.strictObject({
   /** PEM of a CA (or self-signed cert) to trust for an https url. */
   caCertPem: nonEmpty.optional(),
   smokeTest: z.boolean({ error: "must be true or false" }).default(false),
+  /** When the new version never becomes ready within timeoutSeconds, the install puts the previous release back. */
+  autoRevert: z.boolean({ error: "must be true or false" }).default(true),
 });
 
 const restoreSchema = z.strictObject({

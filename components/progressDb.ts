@@ -129,7 +129,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           archiveName: archive,
           keepReleases: binary.keepReleases,
           healthUrl: s.health.url,
-          autoRevertSeconds: s.health.timeoutSeconds,
+          autoRevertSeconds: s.health.autoRevert ? s.health.timeoutSeconds : 0,
           stdin: serviceStdin,
         },
         { ...child, dependsOn: beforeInstall },

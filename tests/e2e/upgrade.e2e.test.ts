@@ -33,6 +33,7 @@ describe("pulumi up on the local stack (real engine)", () => {
     passphrase: randomBytes(12).toString("hex"),
   };
   const log: string[] = [];
+  let state = "";
 
   beforeAll(async () => {
     if (!existsSync(PULUMI)) throw new Error(`${PULUMI} is missing: run scripts/setup.sh (npm test does) to build the toolchain`);
@@ -188,8 +189,21 @@ describe("pulumi up on the local stack (real engine)", () => {
     ]);
   });
 
+  test("pulumi destroy forgets the stack's resources but stops nothing and deletes no data or backup", async () => {
+    const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
+    const pid = readFileSync(pidFile, "utf8").trim();
+    const objects = await backupObjects();
+    const exportedBefore = await stack.exportState();
+    expect((await stack.run(["destroy", "--yes", "--skip-preview"])).code).toBe(0);
+    expect(readFileSync(pidFile, "utf8").trim()).toBe(pid);
+    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
+    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
+    expect(await backupObjects()).toEqual(objects);
+    state = exportedBefore;
+  });
+
   test("no secret appears in the state export or in anything the CLI printed", async () => {
-    const exported = await stack.exportState();
+    const exported = state + (await stack.exportState());
     const printed = log.join("\n");
     for (const secret of [world.sshd.privateKey.split("\n")[1], secrets.kmsMasterKeyHex, world.minio.secretAccessKey]) {
       expect(exported).not.toContain(secret);
