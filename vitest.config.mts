@@ -9,11 +9,5 @@ export default defineConfig({
     pool: "forks",
     testTimeout: 60_000,
     hookTimeout: 300_000,
-    // Under Pulumi mocks a program that fails by design (the downgrade guard)
-    // leaves its dependent outputs rejected with the guard's message, exactly as
-    // the engine would report it. Those are expected; any other error still fails the run.
-    onUnhandledError(error) {
-      return !String((error as Error)?.message ?? error).includes("is lower than the deployed");
-    },
   },
 });

@@ -145,7 +145,10 @@ const kmsSchema = z
 const backupSchema = z
   .strictObject({
     enabled: z.boolean({ error: "must be true or false" }).default(true),
-    bucket: nonEmpty.optional(),
+    bucket: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: "must be an S3 bucket name: 3–63 lowercase letters, digits, dots and hyphens" })
+      .optional(),
     prefix: z.string().default("progressdb-backups").transform((p) => p.replace(/^\/+|\/+$/g, "")),
     /** Any S3-compatible endpoint (MinIO, Ceph, R2…); unset means AWS. */
     endpoint: z.url({ protocol: /^https?$/, error: "must be an http(s) URL such as https://s3.example.com" }).optional(),

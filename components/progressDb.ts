@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { Settings, archiveName, downgradeProblem, expandUrl } from "./config";
+import { Settings, archiveName, expandUrl } from "./config";
 import { Secrets } from "./stackConfig";
 import { hostParams, s3Params, sshConnection } from "./connection";
 import { renderSecretsStdin } from "./hostScripts";
@@ -16,8 +16,6 @@ export interface ProgressDbArgs {
   secrets: Secrets;
   /** The stack name; part of every backup key. */
   stack: string;
-  /** The version this stack last deployed (its own `version` output), for the downgrade guard. */
-  deployedVersion: pulumi.Input<string | undefined>;
 }
 
 /**
@@ -48,13 +46,6 @@ export class ProgressDb extends pulumi.ComponentResource {
       .all([secrets.kmsMasterKeyHex])
       .apply(([kmsMasterKeyHex]) => renderSecretsStdin({ kmsMasterKeyHex }));
     const child = { parent: this };
-    // Nothing registers (so nothing runs) until the downgrade guard has passed.
-    const guarded = (deps: pulumi.Resource[]): pulumi.Input<pulumi.Resource[]> =>
-      pulumi.output(args.deployedVersion).apply((deployed) => {
-        const problem = downgradeProblem(version, deployed, s);
-        if (problem) throw new Error(problem);
-        return deps;
-      });
 
     const bucket =
       s.backup.enabled && s.backup.createBucket
@@ -71,7 +62,7 @@ export class ProgressDb extends pulumi.ComponentResource {
             child,
           )
         : undefined;
-    const afterGuard = guarded(bucket ? [bucket] : []);
+    const afterBucket = bucket ? [bucket] : [];
 
     // 1. Everything checkable before anything stops.
     const binary = s.deployment.binary;
@@ -93,10 +84,10 @@ export class ProgressDb extends pulumi.ComponentResource {
                 s3,
                 stdin: s3Stdin,
               },
-              { ...child, dependsOn: afterGuard },
+              { ...child, dependsOn: afterBucket },
             ),
           ]
-        : [new ContainerImage(`${name}-image`, { container: s.deployment.container!, version }, { ...child, dependsOn: afterGuard })];
+        : [new ContainerImage(`${name}-image`, { container: s.deployment.container!, version }, { ...child, dependsOn: afterBucket })];
 
     // 2. The verified backup (stops the service).
     const backup = s3

@@ -54,6 +54,7 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     ["container mode without image settings", set("deployment.container", undefined, containerConfig()), "progressdb:deployment.container is required when deployment.mode is \"container\"", "pulumi config set --path progressdb:deployment.container.image"],
     ["an unknown service manager", set("deployment.binary.serviceManager", "runit"), "progressdb:deployment.binary.serviceManager must be one of systemd, supervisor, process", ""],
     ["backup enabled without bucket", set("backup.bucket", undefined), "progressdb:backup.bucket is required when backup.enabled is true", "pulumi config set --path progressdb:backup.bucket"],
+    ["an invalid bucket name", set("backup.bucket", "My_Backups"), "progressdb:backup.bucket must be an S3 bucket name", ""],
     ["a non-http backup endpoint", set("backup.endpoint", "ftp://x"), "progressdb:backup.endpoint must be an http(s) URL", ""],
     ["a non-http(s) health URL", set("health.url", "ftp://10.0.0.5"), "progressdb:health.url must be an http:// or https:// URL", ""],
     ["a missing health URL", set("health.url", undefined), "progressdb:health.url is required", "pulumi config set --path progressdb:health.url"],

@@ -136,10 +136,15 @@ describe("binary mode", () => {
 });
 
 describe("downgrade guard", () => {
-  test("a version lower than the deployed one fails before any host step registers", async () => {
-    await expect(run(binaryConfig("0.1.2"), { version: "0.2.0" })).rejects.toThrow(
+  test("a version lower than the deployed one fails before any resource registers", async () => {
+    const failure = await run(binaryConfig("0.1.2"), { version: "0.2.0" }).then(
+      () => undefined,
+      (e: Error & { registrations: Registration[] }) => e,
+    );
+    expect(failure?.message).toMatch(
       /progressdb:version 0\.1\.2 is lower than the deployed 0\.2\.0[\s\S]*progressdb:restore\.backup before:0\.2\.0[\s\S]*progressdb:allowDowngrade true/,
     );
+    expect(failure?.registrations).toEqual([]);
   });
 
   test("an upgrade, a restore request or the explicit override passes", async () => {

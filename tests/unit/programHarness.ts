@@ -121,7 +121,13 @@ export async function runProgram(
   );
   pulumi.runtime.setAllConfig(encoded, secretKeys.map((k) => `progressdb:${k}`));
   vi.resetModules();
-  const program = (await import("../../index.js")) as Record<string, unknown>;
+  const main = ((await import("../../index.js")) as { default: () => Promise<Record<string, unknown>> }).default;
+  let program: Record<string, unknown>;
+  try {
+    program = await main();
+  } catch (e) {
+    throw Object.assign(e as Error, { registrations });
+  }
   const outputs: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(program)) {
     if (pulumi.Output.isInstance(v)) outputs[k] = await settle(v as pulumi.Output<unknown>);
