@@ -23,5 +23,7 @@ export = async () => {
     backupSha256: db.backupSha256,
     backupSize: db.backupSize,
     healthStatus: db.healthStatus,
+    imageRef: db.imageRef,
+    previousImageRef: db.previousImageRef,
   };
 };

@@ -36,6 +36,8 @@ export class Backup extends pulumi.ComponentResource {
   public readonly size: pulumi.Output<number>;
   /** The version the host ran when the backup was taken ("" on a fresh host). */
   public readonly fromVersion: pulumi.Output<string>;
+  /** Changes whenever the backup runs, which leaves the service stopped: the deployment keys on it. */
+  public readonly runId: pulumi.Output<string>;
 
   constructor(name: string, args: BackupArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:backup:Backup", name, {}, opts);
@@ -54,6 +56,7 @@ export class Backup extends pulumi.ComponentResource {
     this.sha256 = result.apply((r) => r.sha256 ?? "");
     this.size = result.apply((r) => r.size ?? 0);
     this.fromVersion = result.apply((r) => r.fromVersion ?? "");
+    this.runId = upload.id;
     this.registerOutputs({ uri: this.uri, sha256: this.sha256, size: this.size, fromVersion: this.fromVersion });
   }
 }

@@ -17,6 +17,12 @@ export interface BinaryDeploymentArgs {
   autoRevertSeconds: number;
   /** Secrets for the service (KMS master key), as KEY=VALUE lines. */
   stdin: pulumi.Input<string>;
+  /**
+   * The run of the step that stopped the service (the backup). Whenever it ran
+   * again, so does the install, even at the same version: otherwise a re-run
+   * backup (e.g. after a failed upgrade) would leave the service stopped.
+   */
+  serviceStoppedBy?: pulumi.Input<string>;
 }
 
 /**
@@ -46,7 +52,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
           autoRevertSeconds: args.autoRevertSeconds,
         }),
         stdin: args.stdin,
-        triggers: [args.version],
+        triggers: [args.version, args.serviceStoppedBy ?? ""],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

@@ -18,6 +18,21 @@ export function sshConnection(host: Settings["deployment"]["host"], privateKey: 
 /** What the host scripts need to know about where ProgressDB lives and how it is run. */
 export function hostParams(s: Settings): HostParams {
   const b = s.deployment.binary;
+  const c = s.deployment.container;
+  if (s.deployment.mode === "container" && c) {
+    // The backup runs on the docker host itself: it stops and restarts the container by name
+    // with the host's docker CLI (an ssh:// dockerHost means "that host's own daemon").
+    return {
+      installDir: b.installDir,
+      dbPath: s.storage.dbPath,
+      kmsDataDir: s.storage.kmsDataDir,
+      serviceManager: "docker",
+      serviceName: c.name,
+      listenAddr: `127.0.0.1:${c.ports[0]?.external ?? 8080}`,
+      dockerHost: c.dockerHost.startsWith("ssh://") ? undefined : c.dockerHost,
+      awsCli: s.deployment.host.awsCli,
+    };
+  }
   return {
     installDir: b.installDir,
     dbPath: s.storage.dbPath,

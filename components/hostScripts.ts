@@ -26,7 +26,7 @@
 import * as fs from "fs";
 import * as path from "path";
 
-export type ServiceManager = "systemd" | "supervisor" | "process";
+export type ServiceManager = "systemd" | "supervisor" | "process" | "docker";
 
 export interface HostParams {
   /** Install root, e.g. /opt/progressdb (releases/, current, staging/, bin/, run/, logs/). */
@@ -36,7 +36,7 @@ export interface HostParams {
   /** Separate v0.1.x embedded-KMS data dir, backed up with dbPath. */
   kmsDataDir?: string;
   serviceManager: ServiceManager;
-  /** e.g. progressdb: systemd unit / supervisor program / pidfile name. */
+  /** e.g. progressdb: systemd unit / supervisor program / pidfile name / docker container name. */
   serviceName: string;
   /** `--addr`, e.g. 127.0.0.1:18080. */
   listenAddr: string;
@@ -50,6 +50,11 @@ export interface HostParams {
   systemdUnitDir?: string;
   /** The aws CLI on the host (name on PATH or absolute path). Defaults to "aws". */
   awsCli?: string;
+  /**
+   * docker mode: DOCKER_HOST for the docker CLI on the host (e.g. unix:///run/podman/podman.sock).
+   * Defaults to the CLI's own default (its context or /var/run/docker.sock).
+   */
+  dockerHost?: string;
   /** Seconds to wait for a clean exit after SIGTERM (process mode; systemd/supervisor stop timeouts). Defaults to 30. */
   stopTimeoutSeconds?: number;
 }
@@ -182,7 +187,8 @@ function validateHost(h: HostParams): void {
   checkAbsolute("supervisorConfDir", h.supervisorConfDir);
   checkAbsolute("supervisorctlConfig", h.supervisorctlConfig);
   checkAbsolute("systemdUnitDir", h.systemdUnitDir);
-  check(["systemd", "supervisor", "process"].includes(h.serviceManager), `serviceManager must be systemd, supervisor or process, got ${JSON.stringify(h.serviceManager)}`);
+  check(["systemd", "supervisor", "process", "docker"].includes(h.serviceManager), `serviceManager must be systemd, supervisor, process or docker, got ${JSON.stringify(h.serviceManager)}`);
+  if (h.dockerHost !== undefined) check(/^(unix|tcp|ssh):\/\/\S+$/.test(h.dockerHost), `dockerHost must be unix://, tcp:// or ssh://, got ${JSON.stringify(h.dockerHost)}`);
   check(NAME_RE.test(h.serviceName), `serviceName must match ${NAME_RE}, got ${JSON.stringify(h.serviceName)}`);
   check(/^\S+:\d{1,5}$/.test(h.listenAddr), `listenAddr must be host:port, got ${JSON.stringify(h.listenAddr)}`);
   check(h.installDir !== h.dbPath, "installDir and dbPath must differ");
@@ -281,8 +287,8 @@ function render(name: ScriptName, params: Record<string, ParamValue>): string {
 /** Host parameters each script uses (others are left out of its header). */
 const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
   "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
-  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT"],
-  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT"],
+  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
 };
 
@@ -300,6 +306,7 @@ function hostVars(script: ScriptName, h: HostParams): Record<string, ParamValue>
     PDB_SYSTEMD_UNIT_DIR: h.systemdUnitDir ?? "/etc/systemd/system",
     PDB_AWS: h.awsCli ?? "aws",
     PDB_STOP_TIMEOUT: h.stopTimeoutSeconds ?? 30,
+    PDB_DOCKER_HOST: h.dockerHost,
   };
   return Object.fromEntries(HOST_VARS_USED[script].map((k) => [k, all[k]]));
 }

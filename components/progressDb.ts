@@ -30,6 +30,10 @@ export class ProgressDb extends pulumi.ComponentResource {
   public readonly backupSize: pulumi.Output<number>;
   public readonly healthStatus: pulumi.Output<string>;
   public readonly reportedVersion: pulumi.Output<string>;
+  /** Container mode: the image this version runs (`image:tag` or `image@digest`); "" in binary mode. */
+  public readonly imageRef: pulumi.Output<string>;
+  /** Container mode: the image the previous version ran, kept on the host for a rollback; "" otherwise. */
+  public readonly previousImageRef: pulumi.Output<string>;
 
   constructor(name: string, args: ProgressDbArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:index:ProgressDb", name, {}, opts);
@@ -122,6 +126,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           healthUrl: s.health.url,
           autoRevertSeconds: s.health.autoRevert ? s.health.timeoutSeconds : 0,
           stdin: serviceStdin,
+          serviceStoppedBy: backup?.runId,
         },
         { ...child, dependsOn: beforeInstall },
       );
@@ -134,6 +139,8 @@ export class ProgressDb extends pulumi.ComponentResource {
           version,
           hostDataDir: s.storage.dbPath,
           kmsMasterKeyHex: secrets.kmsMasterKeyHex,
+          previousVersion: backup?.fromVersion,
+          serviceStoppedBy: backup?.runId,
         },
         { ...child, dependsOn: beforeInstall },
       );
@@ -166,6 +173,9 @@ export class ProgressDb extends pulumi.ComponentResource {
     this.backupSize = backup?.size ?? pulumi.output(0);
     this.healthStatus = health.status;
     this.reportedVersion = health.reportedVersion;
+    const container = deployment instanceof ContainerDeployment ? deployment : undefined;
+    this.imageRef = container?.imageRef ?? pulumi.output("");
+    this.previousImageRef = container?.previousImageRef ?? pulumi.output("");
     this.registerOutputs({
       version: this.version,
       previousVersion: this.previousVersion,
@@ -173,6 +183,8 @@ export class ProgressDb extends pulumi.ComponentResource {
       backupSha256: this.backupSha256,
       backupSize: this.backupSize,
       healthStatus: this.healthStatus,
+      imageRef: this.imageRef,
+      previousImageRef: this.previousImageRef,
     });
   }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on this machine, from the project's
-# own files: Debian packages (sshd, supervisor, the aws CLI, shellcheck), then the
-# pinned Pulumi toolchain and MinIO (scripts/tools.sh). Idempotent; fast when done.
+# own files: Debian packages (sshd, supervisor, the aws CLI, shellcheck, podman
+# for the container-mode e2e), then the pinned Pulumi toolchain and MinIO
+# (scripts/tools.sh) and the docker provider stand-in. Idempotent; fast when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ declare -A NEEDED=(
   [/usr/bin/shellcheck]=shellcheck
   [/usr/bin/curl]=curl
   [/usr/bin/openssl]=openssl
+  [/usr/bin/podman]=podman
+  [/usr/sbin/runc]=runc
 )
 missing=()
 for path in "${!NEEDED[@]}"; do
@@ -36,4 +39,5 @@ if [ "$node_major" -lt 22 ]; then
   exit 1
 fi
 
-exec bash scripts/tools.sh
+bash scripts/tools.sh
+bash tools/docker-provider/build.sh --install "$PWD/.tools/pulumi-home" >/dev/null

@@ -25,6 +25,7 @@
 #   PDB_SERVICE_NAME PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_AWS
 #   PDB_VERSION PDB_STACK PDB_S3_BUCKET PDB_S3_PREFIX PDB_S3_ENDPOINT
 #   PDB_S3_REGION PDB_GZIP_LEVEL PDB_HEALTH_URL (to confirm a restart after failure)
+#   PDB_DOCKER_HOST (docker mode: DOCKER_HOST for the docker CLI on the host; "" = its default)
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"uri":..,"bucket":..,"key":..,"size":N,"sha256":..,"fromVersion":..,"toVersion":..}
 #     or {"skipped":true,"reason":..} when there is no data yet.
@@ -36,7 +37,7 @@ set -eu
 : "${PDB_VERSION:?}" "${PDB_STACK:?}" "${PDB_S3_BUCKET:?}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_AWS:=aws}"
 : "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_GZIP_LEVEL:=6}"
-: "${PDB_HEALTH_URL=}"
+: "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}"
 PDB_SCRIPT=${PDB_SCRIPT:-backup}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -76,6 +77,7 @@ uploaded_partial=0
 on_exit() {
   rc=$?
   trap - EXIT
+  trap '' PIPE HUP
   if [ "$rc" -ne 0 ] && [ "$uploaded_partial" = 1 ]; then
     aws_s3 s3 rm --only-show-errors "s3://$PDB_S3_BUCKET/$partial" >&2 2>/dev/null || true
   fi
@@ -96,7 +98,10 @@ on_exit() {
   exit "$rc"
 }
 trap on_exit EXIT
+# A lost SSH session (HUP, or SIGPIPE on the next log line) aborts the backup
+# and the EXIT trap starts the old version again.
 trap 'exit 130' INT TERM HUP
+trap 'exit 141' PIPE
 
 # Stop writes.
 if svc_is_running; then

@@ -35,6 +35,30 @@ PDB_SCRIPT=${PDB_SCRIPT:-install}
 
 read_secrets
 umask 022
+# A lost SSH session must not stop the install halfway (old release stopped,
+# new one not started): it carries on, starts or reverts, and logs to
+# logs/upgrade.log.
+trap '' HUP PIPE
+current=$(current_version)
+tmp=''
+switched=0
+# A failure before the switch leaves the old release in place; if the backup
+# stopped it, start it again rather than leave the service down.
+on_exit() {
+  rc=$?
+  trap - EXIT
+  [ -z "$tmp" ] || rm -rf -- "$tmp"
+  if [ "$rc" -ne 0 ] && [ "$switched" = 0 ] && [ -n "$current" ] && ! svc_is_running; then
+    log "install failed before switching: starting $current again"
+    if svc_start && wait_ready "$current" "$PDB_STOP_TIMEOUT"; then
+      log "$current is running again; nothing was upgraded"
+    else
+      log "FAILED to start $current again — the service is DOWN; see $(svc_where_logs)"
+    fi
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
 
 archive="$PDB_INSTALL_DIR/staging/$PDB_VERSION/$PDB_ARCHIVE_NAME"
 [ -f "$archive" ] || fail 1 "staged archive $archive not found — run the preflight for $PDB_VERSION first (nothing was changed)"
@@ -45,7 +69,6 @@ if [ -z "$expected" ] || [ "$expected" != "$actual" ]; then
 fi
 
 mkdir -p -- "$PDB_INSTALL_DIR/releases" "$PDB_INSTALL_DIR/bin" "$PDB_INSTALL_DIR/run" "$PDB_INSTALL_DIR/logs"
-current=$(current_version)
 previous=$current
 if [ "$current" = "$PDB_VERSION" ]; then
   # Re-run after a successful switch: report the release before it.
@@ -55,7 +78,6 @@ fi
 # 1. Extract into releases/<version> (idempotent).
 rel="$PDB_INSTALL_DIR/releases/$PDB_VERSION"
 tmp=$(mktemp -d "$PDB_INSTALL_DIR/releases/.extract-XXXXXX")
-trap 'rm -rf -- "$tmp"' EXIT
 tar -xzf "$archive" -C "$tmp" || fail 1 "cannot extract $archive (nothing was changed)"
 if [ -f "$tmp/progressdb" ]; then
   top=$tmp
@@ -189,6 +211,7 @@ else
     log "stopping $PDB_SERVICE_NAME ($current)"
     svc_stop || fail 1 "could not stop $PDB_SERVICE_NAME ($current) (current still points to it)"
   fi
+  switched=1
   switch_current "$PDB_VERSION"
   if [ -n "$current" ] && [ "$current" != "$PDB_VERSION" ]; then
     printf '%s\n' "$current" >"$PDB_INSTALL_DIR/.previous-version"

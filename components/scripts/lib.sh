@@ -15,8 +15,15 @@ AWS_RETRY_MODE=standard
 AWS_MAX_ATTEMPTS=${AWS_MAX_ATTEMPTS:-3}
 export AWS_PAGER AWS_CLI_AUTO_PROMPT AWS_RETRY_MODE AWS_MAX_ATTEMPTS
 
+# log: progress to stderr and, once the install dir has logs/, to
+# logs/upgrade.log on the host, so what happened stays readable after a lost
+# SSH session. A closed stderr (the session is gone) must not stop the script.
 log() {
-  printf '%s [%s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$PDB_SCRIPT" "$*" >&2
+  pdb_msg="$(date -u +%Y-%m-%dT%H:%M:%SZ) [$PDB_SCRIPT] $*"
+  printf '%s\n' "$pdb_msg" >&2 2>/dev/null || true
+  if [ -d "${PDB_INSTALL_DIR:-/nonexistent}/logs" ]; then
+    printf '%s\n' "$pdb_msg" >>"$PDB_INSTALL_DIR/logs/upgrade.log" 2>/dev/null || true
+  fi
 }
 
 # fail <exit code> <message...>
@@ -144,9 +151,12 @@ http_get() {
   fi
 }
 
-# current_version: the release the "current" symlink points to ("" if none).
+# current_version: the release the "current" symlink points to ("" if none);
+# in docker mode, the progressdb.version label of the container.
 current_version() {
-  if [ -L "$PDB_INSTALL_DIR/current" ]; then
+  if [ "$PDB_SERVICE_MANAGER" = docker ]; then
+    dkr inspect -f '{{ index .Config.Labels "progressdb.version" }}' "$PDB_SERVICE_NAME" 2>/dev/null | sed 's/^<no value>$//' || true
+  elif [ -L "$PDB_INSTALL_DIR/current" ]; then
     basename -- "$(readlink -- "$PDB_INSTALL_DIR/current")"
   fi
 }
@@ -164,6 +174,15 @@ switch_current() {
 svc_pidfile() { printf '%s/run/%s.pid' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
 svc_logfile() { printf '%s/logs/%s.log' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
 svc_launcher() { printf '%s/bin/%s-launch' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
+
+# dkr: the docker CLI (or podman-docker) against the daemon the container runs on.
+dkr() {
+  if [ -n "${PDB_DOCKER_HOST:-}" ]; then
+    DOCKER_HOST=$PDB_DOCKER_HOST docker "$@"
+  else
+    docker "$@"
+  fi
+}
 
 supctl() {
   if [ -n "$PDB_SUPERVISORCTL_CONFIG" ]; then
@@ -201,6 +220,7 @@ svc_is_running() {
       esac
       ;;
     process) svc_pid >/dev/null ;;
+    docker) [ "$(dkr inspect -f '{{.State.Running}}' "$PDB_SERVICE_NAME" 2>/dev/null)" = true ] ;;
     *) fail 2 "unknown service manager '$PDB_SERVICE_MANAGER'" ;;
   esac
 }
@@ -208,6 +228,7 @@ svc_is_running() {
 svc_where_logs() {
   case $PDB_SERVICE_MANAGER in
     systemd) printf 'journalctl -u %s.service' "$PDB_SERVICE_NAME" ;;
+    docker) printf 'docker logs %s' "$PDB_SERVICE_NAME" ;;
     *) svc_logfile ;;
   esac
 }
@@ -216,6 +237,7 @@ svc_tail_logs() {
   log "last log lines ($(svc_where_logs)):"
   case $PDB_SERVICE_MANAGER in
     systemd) journalctl -u "$PDB_SERVICE_NAME.service" -n 30 --no-pager 2>/dev/null | sed 's/^/    /' >&2 || true ;;
+    docker) dkr logs --tail 30 "$PDB_SERVICE_NAME" 2>&1 | sed 's/^/    /' >&2 || true ;;
     *) tail -n 30 -- "$(svc_logfile)" 2>/dev/null | sed 's/^/    /' >&2 || true ;;
   esac
 }
@@ -245,6 +267,11 @@ svc_stop() {
         done
       fi
       rm -f -- "$(svc_pidfile)"
+      ;;
+    docker)
+      if svc_is_running; then
+        dkr stop -t "$PDB_STOP_TIMEOUT" "$PDB_SERVICE_NAME" >/dev/null
+      fi
       ;;
   esac
   if svc_is_running; then
@@ -279,6 +306,7 @@ svc_start() {
       svc_stop
       svc_launch_process
       ;;
+    docker) dkr start "$PDB_SERVICE_NAME" >/dev/null ;;
   esac
 }
 

@@ -19,6 +19,7 @@
 #   PDB_SERVICE_NAME PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_AWS
 #   PDB_RESTORE PDB_VERSION PDB_STACK PDB_S3_BUCKET PDB_S3_PREFIX
 #   PDB_S3_ENDPOINT PDB_S3_REGION PDB_HEALTH_URL
+#   PDB_DOCKER_HOST (docker mode: DOCKER_HOST for the docker CLI on the host; "" = its default)
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"restored":..,"sha256":..,"size":N,"movedAside":[..],"started":bool}
 # Exit: 0 ok; 1 failed before the data was touched; 2 bad parameters;
@@ -27,7 +28,7 @@ set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
 : "${PDB_RESTORE:?}" "${PDB_VERSION:?}" "${PDB_STACK:?}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_AWS:=aws}"
-: "${PDB_S3_BUCKET=}" "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_HEALTH_URL=}"
+: "${PDB_S3_BUCKET=}" "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}"
 PDB_SCRIPT=${PDB_SCRIPT:-restore}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh

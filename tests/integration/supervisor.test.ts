@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "../fixtures/net";
 import {
   backup,
   install,
@@ -35,12 +36,17 @@ describe.skipIf(!!skip)("upgrade under supervisor", () => {
     return (await w.supervisor!.ctl("status", h.params.serviceName)).stdout;
   }
 
+  /** supervisord reports STARTING until the program has lived `startsecs`, even once it answers. */
+  async function becomesRunning(): Promise<void> {
+    await waitFor(`${h.params.serviceName} RUNNING under supervisord`, async () => /RUNNING/.test(await status()), 10_000);
+  }
+
   it("first install writes the program conf and supervisord runs 0.1.2", async () => {
     await provision(w, h, "0.1.2");
     const conf = fs.readFileSync(path.join(w.supervisor!.confDir, `${h.params.serviceName}.conf`), "utf8");
     expect(conf).toContain(`[program:${h.params.serviceName}]`);
     expect(conf).not.toContain(h.kmsKeyHex);
-    expect(await status()).toMatch(/RUNNING/);
+    await becomesRunning();
     expect((await readyz(h)).body.version).toBe("0.1.2");
   });
 
@@ -53,7 +59,7 @@ describe.skipIf(!!skip)("upgrade under supervisor", () => {
     const i = await install(w, h, "0.2.0");
     expect(i.code, i.stderr).toBe(0);
     expect(i.json).toEqual({ version: "0.2.0", previousVersion: "0.1.2" });
-    expect(await status()).toMatch(/RUNNING/);
+    await becomesRunning();
     expect((await readyz(h)).body).toEqual({ status: "ok", version: "0.2.0" });
     expect(await readMessages(h, data.threadKey)).toEqual(data.bodies);
     // supervisord's process really is the new binary, with the key only in its environment.

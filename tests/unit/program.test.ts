@@ -49,9 +49,11 @@ describe("binary mode", () => {
 
   test("host commands are triggered by the version only; a restore by its request only", async () => {
     const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } });
-    for (const name of ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-deploy-install"]) {
+    for (const name of ["progressdb-preflight-check", "progressdb-backup-upload"]) {
       expect(r.byName(name).inputs.triggers).toEqual(["0.1.2"]);
     }
+    // The install also re-runs whenever the backup (which stops the service) ran again.
+    expect(r.byName("progressdb-deploy-install").inputs.triggers).toEqual(["0.1.2", "progressdb-backup-upload-id"]);
     expect(r.byName("progressdb-restore-data").inputs.triggers).toEqual(["before:0.2.0"]);
   });
 

@@ -422,10 +422,12 @@ func (p *commandProvider) runPhase(
 	stdin, _, _ := stringProp(inputs, "stdin")
 	logging, _, _ := stringProp(inputs, "logging")
 	if logging == "" {
+		// Secret inputs silence the default logging; an explicit choice is the program's word
+		// that the chosen streams carry no secret.
 		logging = "stdoutAndStderr"
-	}
-	if secretOut {
-		logging = "none"
+		if secretOut {
+			logging = "none"
+		}
 	}
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -454,9 +456,13 @@ func (p *commandProvider) runPhase(
 	so := strings.TrimSuffix(stdout.String(), "\n")
 	se := strings.TrimSuffix(stderr.String(), "\n")
 	if runErr != nil {
+		// The error carries the streams that may be logged (never the script text: it can be long).
 		msg := fmt.Sprintf("%s command failed: %v", phase, runErr)
-		if !secretOut {
-			msg += fmt.Sprintf(": running %q:\n%s\n%s", script, so, se)
+		if logging == "stdout" || logging == "stdoutAndStderr" {
+			msg += "\n" + so
+		}
+		if logging == "stderr" || logging == "stdoutAndStderr" {
+			msg += "\n" + se
 		}
 		return nil, errors.New(msg)
 	}

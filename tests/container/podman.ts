@@ -1,0 +1,135 @@
+/**
+ * Test fixture: a rootful podman with its Docker-compatible API socket, on its
+ * own storage (a temp dir; the machine's podman storage is never touched), and
+ * ProgressDB images built locally from the stand-in (`FROM scratch` + the
+ * static binary, tagged docker.io/progressdb/progressdb:<v>), since no image
+ * can be pulled from a registry here.
+ *
+ * The containers.conf written here makes podman work in this VM: runc (crun
+ * refuses the hybrid cgroup v1/v2 layout: "cgroups in hybrid mode not
+ * supported, drop all controllers from cgroupv2"), cgroupfs, and default
+ * ulimits below the VM's hard limits (the defaults fail with "setrlimit
+ * `RLIMIT_NOFILE`: Operation not permitted").
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { buildStandin, type BuildSpec } from "../fixtures/releases";
+import { run, stopChild, tempDir, waitFor, which, type RunResult } from "../fixtures/net";
+
+export const IMAGE = "docker.io/progressdb/progressdb";
+
+export interface Podman {
+  /** unix:///…/podman.sock — the provider's `dockerHost`, and DOCKER_HOST for the docker CLI. */
+  dockerHost: string;
+  socket: string;
+  /** Runs the podman CLI on this instance's storage. */
+  cli(args: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
+  /** Builds the stand-in for `spec` and tags it IMAGE:<version>. */
+  buildImage(spec: BuildSpec): Promise<string>;
+  /** The image ids of IMAGE:<tag> present locally. */
+  localTags(): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+/** Why podman cannot be used here, or undefined. Cheap checks only. */
+export function podmanUnavailable(): string | undefined {
+  if (!which("podman")) return "podman is not installed (apt-get install podman runc)";
+  if (!which("runc")) return "runc is not installed (apt-get install runc): crun cannot run containers on this VM's hybrid cgroup layout";
+  if (process.getuid?.() !== 0) return "the podman fixture runs rootful podman and needs root";
+  return undefined;
+}
+
+const CONTAINERS_CONF = `# written by tests/container/podman.ts
+[containers]
+default_ulimits = ["nofile=16384:16384", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+`;
+
+export async function startPodman(): Promise<Podman> {
+  const dir = tempDir("podman");
+  const conf = path.join(dir, "containers.conf");
+  fs.writeFileSync(conf, CONTAINERS_CONF);
+  const socket = path.join(dir, "podman.sock");
+  const global = ["--root", path.join(dir, "root"), "--runroot", path.join(dir, "runroot"), "--tmpdir", path.join(dir, "tmp")];
+  const env = { ...process.env, CONTAINERS_CONF: conf };
+  const cli = (args: string[], opts: { timeoutMs?: number } = {}) => run("podman", [...global, ...args], { env, timeoutMs: opts.timeoutMs ?? 120_000 });
+
+  const logFile = path.join(dir, "service.log");
+  const log = fs.openSync(logFile, "a");
+  let service: ChildProcess | undefined = spawn("podman", [...global, "system", "service", "--time=0", `unix://${socket}`], {
+    env,
+    stdio: ["ignore", log, log],
+  });
+  const stop = async () => {
+    await cli(["rm", "--all", "--force", "--time", "2"]).catch(() => undefined);
+    await cli(["rmi", "--all", "--force"]).catch(() => undefined);
+    await stopChild(service);
+    service = undefined;
+    // Not `podman system reset`: that also deletes the machine's podman networks. Unmount
+    // whatever this instance's storage still has mounted under its temp dir, then delete it.
+    const mounts = fs.readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" ")[1]).filter((m) => m?.startsWith(`${dir}/`));
+    for (const m of mounts.reverse()) await run("umount", ["-l", m]).catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor("the podman API socket", async () => {
+      if (!fs.existsSync(socket)) return false;
+      const r = await run("curl", ["-sf", "--unix-socket", socket, "http://d/_ping"], { timeoutMs: 5000 });
+      return r.code === 0 && r.stdout.trim() === "OK";
+    }, 30_000, 200);
+  } catch (e) {
+    await stop();
+    throw new Error(`${(e as Error).message}\n${fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-2000) : ""}`, { cause: e });
+  }
+
+  const podman: Podman = {
+    dockerHost: `unix://${socket}`,
+    socket,
+    cli,
+    async buildImage(spec) {
+      const version = typeof spec === "string" ? spec : spec.version;
+      const ctx = path.join(dir, "images", version);
+      fs.mkdirSync(ctx, { recursive: true });
+      await buildStandin(spec, path.join(ctx, "progressdb"));
+      fs.writeFileSync(
+        path.join(ctx, "Containerfile"),
+        [
+          "FROM scratch",
+          "COPY progressdb /usr/local/bin/progressdb",
+          "USER 1000:1000",
+          "VOLUME /data",
+          "EXPOSE 8080",
+          'ENTRYPOINT ["/usr/local/bin/progressdb"]',
+          'CMD ["--db", "/data/progressdb"]',
+          "",
+        ].join("\n"),
+      );
+      const r = await cli(["build", "--quiet", "-t", `${IMAGE}:${version}`, ctx]);
+      if (r.code !== 0) throw new Error(`podman build ${IMAGE}:${version} failed:\n${r.stderr}`);
+      return r.stdout.trim();
+    },
+    async localTags() {
+      const r = await cli(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE]);
+      return r.stdout.split("\n").map((l) => l.trim()).filter(Boolean).sort();
+    },
+    stop,
+  };
+  return podman;
+}
+
+/**
+ * Proves a container can actually run here (not only that podman is installed):
+ * creates and starts one from `image` through the Docker API, then removes it.
+ * Returns the exact error when it cannot.
+ */
+export async function probeRun(p: Podman, image: string): Promise<string | undefined> {
+  const name = `pdb-probe-${process.pid}`;
+  const r = await p.cli(["run", "--rm", "--name", name, "--network", "none", image, "--version"], { timeoutMs: 60_000 });
+  // The stand-in has no --version flag: any exit from the process itself proves the runtime works.
+  if (/OCI|crun|runc|cgroup|setrlimit|permission denied/i.test(r.stderr)) return r.stderr.trim();
+  return undefined;
+}
