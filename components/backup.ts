@@ -1,18 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import { types } from "@pulumi/command";
-import { HostParams, S3Params, renderBackupScript } from "./hostScripts";
-import { hostCommand, scriptResult } from "./hostCommand";
+import { BackupParams, renderBackupScript } from "./hostScripts";
+import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-export interface BackupArgs {
-  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
-  host: HostParams;
-  /** The version being deployed; part of the object key and the trigger. */
-  version: string;
-  stack: string;
-  s3: S3Params;
-  /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
-  stdin: pulumi.Input<string>;
-}
+/** The backup script's parameters, and how to reach the host. */
+export type BackupArgs = BackupParams & HostAccess;
 
 interface BackupResult {
   uri?: string;
@@ -45,7 +36,7 @@ export class Backup extends pulumi.ComponentResource {
       `${name}-upload`,
       {
         connection: args.connection,
-        script: renderBackupScript({ host: args.host, version: args.version, stack: args.stack, s3: args.s3 }),
+        script: renderBackupScript(args),
         stdin: args.stdin,
         triggers: [args.version],
       },

@@ -1,22 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import { types } from "@pulumi/command";
-import { HostParams, renderInstallScript } from "./hostScripts";
-import { hostCommand, scriptResult } from "./hostCommand";
+import { InstallParams, renderInstallScript } from "./hostScripts";
+import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-export interface BinaryDeploymentArgs {
-  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
-  host: HostParams;
-  version: string;
-  /** The staged, verified archive's file name (see Preflight). */
-  archiveName: string;
-  /** Releases kept under installDir/releases. Defaults to 3. */
-  keepReleases?: number;
-  /** Base URL the install step polls (/readyz) before declaring the new version up. */
-  healthUrl: string;
-  /** Seconds to wait for the new version before switching back to the previous release; 0 disables. */
-  autoRevertSeconds: number;
-  /** Secrets for the service (KMS master key), as KEY=VALUE lines. */
-  stdin: pulumi.Input<string>;
+/** The install script's parameters, and how to reach the host. */
+export interface BinaryDeploymentArgs extends InstallParams, HostAccess {
   /**
    * The run of the step that stopped the service (the backup). Whenever it ran
    * again, so does the install, even at the same version: otherwise a re-run
@@ -43,14 +30,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
       `${name}-install`,
       {
         connection: args.connection,
-        script: renderInstallScript({
-          host: args.host,
-          version: args.version,
-          archiveName: args.archiveName,
-          keepReleases: args.keepReleases ?? 3,
-          healthUrl: args.healthUrl,
-          autoRevertSeconds: args.autoRevertSeconds,
-        }),
+        script: renderInstallScript(args),
         stdin: args.stdin,
         triggers: [args.version, args.serviceStoppedBy ?? ""],
       },

@@ -1,6 +1,13 @@
 import * as pulumi from "@pulumi/pulumi";
 import { remote, types } from "@pulumi/command";
 
+/** How a host step reaches the host: the SSH connection and the secrets it reads on stdin. */
+export interface HostAccess {
+  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
+  /** `KEY=VALUE` lines with the secrets the script needs (see renderSecretsStdin). */
+  stdin: pulumi.Input<string>;
+}
+
 export interface HostCommandArgs {
   connection: pulumi.Input<types.input.remote.ConnectionArgs>;
   /** The rendered host script (no secrets in it: it becomes the remote command line). */

@@ -1,24 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import { types } from "@pulumi/command";
-import { HostParams, S3Params, renderPreflightScript } from "./hostScripts";
-import { hostCommand, scriptResult } from "./hostCommand";
+import { PreflightParams, renderPreflightScript } from "./hostScripts";
+import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-export interface PreflightArgs {
-  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
-  host: HostParams;
-  version: string;
-  /** Release archive URL and the checksums.txt that lists it (already expanded). */
-  artifactUrl: string;
-  checksumsUrl: string;
-  archiveName: string;
-  /** Pinned archive sha256; when set, checksums.txt is not consulted. */
-  sha256?: string;
-  minFreeMb: number;
-  /** The backup bucket whose reachability is checked, when backups are on. */
-  s3?: S3Params;
-  /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
-  stdin: pulumi.Input<string>;
-}
+/** The preflight script's parameters, and how to reach the host. */
+export type PreflightArgs = PreflightParams & HostAccess;
 
 /**
  * Everything that can be checked before anything is stopped: host tools, free
@@ -35,16 +20,7 @@ export class Preflight extends pulumi.ComponentResource {
       `${name}-check`,
       {
         connection: args.connection,
-        script: renderPreflightScript({
-          host: args.host,
-          version: args.version,
-          artifactUrl: args.artifactUrl,
-          checksumsUrl: args.checksumsUrl,
-          archiveName: args.archiveName,
-          sha256: args.sha256,
-          minFreeMb: args.minFreeMb,
-          s3: args.s3,
-        }),
+        script: renderPreflightScript(args),
         stdin: args.stdin,
         triggers: [args.version],
       },

@@ -1,21 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import { types } from "@pulumi/command";
-import { HostParams, RestoreResult, S3Params, renderRestoreScript } from "./hostScripts";
-import { hostCommand, scriptResult } from "./hostCommand";
+import { RestoreParams, RestoreResult, renderRestoreScript } from "./hostScripts";
+import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-export interface RestoreArgs {
-  connection: pulumi.Input<types.input.remote.ConnectionArgs>;
-  host: HostParams;
-  /** `s3://<bucket>/<key>.tar.gz` or `before:<version>` (progressdb:restore.backup). */
-  request: string;
-  /** The version that will run on the restored data. */
-  version: string;
-  stack: string;
-  s3: S3Params;
-  healthUrl: string;
-  /** Secrets for the host (S3 credentials), as KEY=VALUE lines. */
-  stdin: pulumi.Input<string>;
-}
+/** The restore script's parameters, and how to reach the host. */
+export type RestoreArgs = RestoreParams & HostAccess;
 
 /**
  * A one-shot restore: runs when progressdb:restore.backup is set or changed,
@@ -38,14 +26,7 @@ export class Restore extends pulumi.ComponentResource {
       `${name}-data`,
       {
         connection: args.connection,
-        script: renderRestoreScript({
-          host: args.host,
-          request: args.request,
-          version: args.version,
-          stack: args.stack,
-          s3: args.s3,
-          healthUrl: args.healthUrl,
-        }),
+        script: renderRestoreScript(args),
         stdin: args.stdin,
         triggers: [args.request],
       },

@@ -41,14 +41,6 @@ function watchDowntime(url: string) {
   };
 }
 
-interface Outputs {
-  version: string;
-  previousVersion: string;
-  backupUri: string;
-  backupSha256: string;
-  backupSize: number;
-  healthStatus: string;
-}
 
 async function main(): Promise<void> {
   const workDir = path.join(REPO, ".state", "demo");
@@ -91,7 +83,7 @@ async function main(): Promise<void> {
 
     step("pulumi up — deploy 0.1.2");
     await stack.up();
-    let out = (await stack.outputs()) as unknown as Outputs;
+    let out = await stack.outputs();
     summary.push(`deployed ${out.version} (health: ${out.healthStatus})`);
     const sample = await writeSampleData(host, 5);
     console.log(`  wrote 5 messages to thread ${sample.threadKey}`);
@@ -102,7 +94,7 @@ async function main(): Promise<void> {
     const upgradeWatch = watchDowntime(host.url);
     const upgrade = await stack.up();
     const upgradeDown = await upgradeWatch.stop();
-    out = (await stack.outputs()) as unknown as Outputs;
+    out = await stack.outputs();
     const intact = JSON.stringify(await readMessages(host, sample.threadKey)) === JSON.stringify(sample.bodies);
     console.log(`  backup: ${out.backupUri}\n          ${out.backupSize} bytes, sha256 ${out.backupSha256}`);
     const listing = await world.minio.aws(["s3", "ls", "--recursive", `s3://${world.minio.bucket}/`]);
@@ -124,7 +116,7 @@ async function main(): Promise<void> {
     const rollbackWatch = watchDowntime(host.url);
     const rollback = await stack.up();
     const rollbackDown = await rollbackWatch.stop();
-    out = (await stack.outputs()) as unknown as Outputs;
+    out = await stack.outputs();
     const restoredIntact = JSON.stringify(await readMessages(host, sample.threadKey)) === JSON.stringify(sample.bodies);
     summary.push(
       `rolled back to ${out.version} on the pre-upgrade data (${upgradeBackup.split("/").pop()}) in ${(rollback.ms / 1000).toFixed(1)} s; downtime ${Math.max(0, ...rollbackDown)} ms; data intact: ${restoredIntact}`,

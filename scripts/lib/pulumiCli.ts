@@ -6,6 +6,18 @@ import path from "node:path";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 
+/** What index.ts exports (`pulumi stack output --json`). */
+export interface StackOutputs {
+  version: string;
+  previousVersion: string;
+  backupUri: string;
+  backupSha256: string;
+  backupSize: number;
+  healthStatus: string;
+  imageRef: string;
+  previousImageRef: string;
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
@@ -133,15 +145,15 @@ export class PulumiStack {
   }
 
   up(extra: string[] = [], options: { allowFailure?: boolean } = {}): Promise<CliResult> {
-    return this.run(["up", "--yes", "--skip-preview", "--diff", ...extra], options);
+    return this.run(["up", "--yes", "--skip-preview", ...extra], options);
   }
 
   preview(extra: string[] = [], options: { allowFailure?: boolean } = {}): Promise<CliResult> {
     return this.run(["preview", ...extra], options);
   }
 
-  async outputs(): Promise<Record<string, unknown>> {
-    return JSON.parse((await this.run(["stack", "output", "--json"])).stdout) as Record<string, unknown>;
+  async outputs(): Promise<StackOutputs> {
+    return JSON.parse((await this.run(["stack", "output", "--json"])).stdout) as StackOutputs;
   }
 
   async history(): Promise<Array<{ kind: string; result: string; version?: number; config?: Record<string, unknown>; resourceChanges?: Record<string, number> }>> {

@@ -46,14 +46,6 @@ function lastLines(text: string, n: number): string {
   return text.trim().split("\n").slice(-n).join("\n");
 }
 
-interface Outputs {
-  version: string;
-  previousVersion: string;
-  backupUri: string;
-  backupSha256: string;
-  backupSize: number;
-  healthStatus: string;
-}
 
 interface StateResource {
   type: string;
@@ -202,7 +194,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     live(ctx);
     const up = await stack.up();
     expect(up.code).toBe(0);
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs.version).toBe("0.1.2");
     expect(HEALTHY).toContain(outputs.healthStatus);
     expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
@@ -248,7 +240,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(at("create-replacement progressdb-image-pull")).toBeLessThan(at("create-replacement progressdb-backup-upload"));
     expect(at("create-replacement progressdb-backup-upload")).toBeLessThan(at("delete-replaced progressdb-deploy-container"));
     expect(at("delete-replaced progressdb-deploy-container")).toBeLessThan(at("create-replacement progressdb-deploy-container"));
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs.version).toBe("0.2.0");
     expect(HEALTHY).toContain(outputs.healthStatus);
     // The Backup stopped the container (docker stop over SSH) and read its version label.
@@ -321,7 +313,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(preview.code).toBe(0);
     const up = await stack.up();
     expect(up.code).toBe(0);
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs.version).toBe("0.2.0");
     expect(HEALTHY).toContain(outputs.healthStatus);
     expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.2.0" });

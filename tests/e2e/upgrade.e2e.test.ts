@@ -13,14 +13,6 @@ import { TestHost, World, downloadObject, readMessages, readyz, startWorld, writ
 
 const PULUMI = path.join(REPO, ".tools", "bin", "pulumi");
 
-interface Outputs {
-  version: string;
-  previousVersion: string;
-  backupUri: string;
-  backupSha256: string;
-  backupSize: number;
-  healthStatus: string;
-}
 
 describe("pulumi up on the local stack (real engine)", () => {
   let world: World;
@@ -86,7 +78,7 @@ describe("pulumi up on the local stack (real engine)", () => {
   test("up at 0.1.2 creates preflight, backup, deploy and health resources; the stand-in answers 0.1.2", async () => {
     const up = await stack.up();
     expect(up.code).toBe(0);
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs, JSON.stringify(outputs)).toMatchObject({ version: "0.1.2", previousVersion: "", healthStatus: "healthy" });
     const state = JSON.parse(await stack.exportState()) as { deployment: { resources: Array<{ type: string; urn: string }> } };
     const types = state.deployment.resources.map((r) => r.type);
@@ -116,7 +108,7 @@ describe("pulumi up on the local stack (real engine)", () => {
   test("up at 0.2.0 backs up to MinIO with a verified sha256, and the stand-in answers 0.2.0 with the data intact", async () => {
     const before = await backupObjects();
     await stack.up();
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs, JSON.stringify(outputs)).toMatchObject({ version: "0.2.0", previousVersion: "0.1.2", healthStatus: "healthy" });
     expect(outputs.backupUri).toMatch(new RegExp(`^s3://${world.minio.bucket}/progressdb-backups/e2e/\\d{8}T\\d{6}Z-0\\.1\\.2-to-0\\.2\\.0\\.tar\\.gz$`));
     const key = outputs.backupUri.replace(`s3://${world.minio.bucket}/`, "");
@@ -150,13 +142,13 @@ describe("pulumi up on the local stack (real engine)", () => {
   });
 
   test("the rollback past the migration is a restore: 0.1.2 runs on the pre-upgrade backup, data intact", async () => {
-    const upgraded = (await stack.outputs()) as unknown as Outputs;
+    const upgraded = await stack.outputs();
     await stack.set("progressdb:restore.backup", "before:0.2.0", { path: true });
     const up = await stack.up();
     expect(up.code).toBe(0);
     expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
     expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
-    const outputs = (await stack.outputs()) as unknown as Outputs;
+    const outputs = await stack.outputs();
     expect(outputs).toMatchObject({ version: "0.1.2", previousVersion: "0.2.0" });
     // The migrated 0.2.0 data was backed up first, and is also kept aside on the host.
     expect(outputs.backupUri).toMatch(/-0\.2\.0-to-0\.1\.2\.tar\.gz$/);

@@ -541,6 +541,10 @@ func (p *commandProvider) runRemote(
 	go func() { done <- session.Run(script) }()
 	select {
 	case err := <-done:
+		var missing *ssh.ExitMissingError
+		if errors.As(err, &missing) {
+			return fmt.Errorf("lost the SSH connection before the remote command reported its exit status (%w)", err)
+		}
 		return err
 	case <-ctx.Done():
 		_ = session.Signal(ssh.SIGTERM)
