@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { freePort, stopChild, tempDir, waitFor } from "../fixtures/net";
-import { runRemote, type SshdHandle } from "../fixtures/sshd";
+import { runRemote, writeSshdConfig, type SshdHandle } from "../fixtures/sshd";
 
 // ---- /proc -----------------------------------------------------------------
 
@@ -121,30 +121,7 @@ export async function startRestartableSshd(keysFrom: SshdHandle): Promise<Restar
   }
   fs.mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
   const port = await freePort();
-  const config = path.join(dir, "sshd_config");
-  fs.writeFileSync(
-    config,
-    [
-      `Port ${port}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${path.join(dir, "ssh_host_ed25519_key")}`,
-      `PidFile ${path.join(dir, "sshd.pid")}`,
-      `AuthorizedKeysFile ${path.join(dir, "authorized_keys")}`,
-      "PermitRootLogin prohibit-password",
-      "PubkeyAuthentication yes",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "UsePAM no",
-      "StrictModes no",
-      "X11Forwarding no",
-      "AllowTcpForwarding no",
-      "PrintMotd no",
-      "LogLevel ERROR",
-      "MaxStartups 50:30:100",
-      "MaxSessions 50",
-      "",
-    ].join("\n"),
-  );
+  const config = writeSshdConfig(dir, port);
   let child: ChildProcess | undefined;
   let log = "";
   const handle: RestartableSshd = {
