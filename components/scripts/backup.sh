@@ -121,11 +121,7 @@ est_kb=$(du -skL -- "$PDB_DB_PATH" ${kms_abs:+"$kms_abs"} 2>/dev/null | awk '{ s
 expected_size=$((est_kb * 1024 + est_kb * 11 + 1048576))
 
 log "streaming $db_abs${kms_abs:+ and $kms_abs} (~$((est_kb / 1024)) MB) to $uri"
-mkfifo "$work/sha.fifo" "$work/size.fifo"
-sha256sum <"$work/sha.fifo" >"$work/sha.out" &
-sha_pid=$!
-wc -c <"$work/size.fifo" >"$work/size.out" &
-wc_pid=$!
+digest_start "$work"
 uploaded_partial=1
 {
   rc=0
@@ -137,7 +133,7 @@ uploaded_partial=1
   echo "$rc" >"$work/gzip.rc"
 } | {
   rc=0
-  tee "$work/sha.fifo" "$work/size.fifo" || rc=$?
+  digest_tee "$work" || rc=$?
   echo "$rc" >"$work/tee.rc"
 } | {
   rc=0
@@ -145,8 +141,7 @@ uploaded_partial=1
     - "s3://$PDB_S3_BUCKET/$partial" 2>"$work/upload.err" || rc=$?
   echo "$rc" >"$work/upload.rc"
 }
-wait "$sha_pid" || true
-wait "$wc_pid" || true
+digest_result "$work"
 for stage in tar gzip tee upload; do
   rc=$(cat "$work/$stage.rc" 2>/dev/null || echo missing)
   if [ "$rc" != 0 ]; then
@@ -155,8 +150,8 @@ for stage in tar gzip tee upload; do
     fail 1 "backup stream failed at $stage (exit $rc) while writing s3://$PDB_S3_BUCKET/$partial ($(s3_where))$detail"
   fi
 done
-sha=$(cut -d' ' -f1 <"$work/sha.out")
-size=$(tr -d ' \n' <"$work/size.out")
+sha=$PDB_DIGEST_SHA
+size=$PDB_DIGEST_SIZE
 case $sha in *[!0-9a-f]* | '') fail 1 "could not compute the sha256 of the stream" ;; esac
 log "uploaded $size bytes, sha256 $sha; publishing $uri with metadata"
 
@@ -181,27 +176,21 @@ aws_s3 s3api head-object --bucket "$PDB_S3_BUCKET" --key "$key" \
   --query '[ContentLength, Metadata.sha256]' --output text >"$work/head.out" 2>&1 &
 head_pid=$!
 
-rm -f -- "$work/sha.fifo" "$work/size.fifo"
-mkfifo "$work/sha.fifo" "$work/size.fifo"
-sha256sum <"$work/sha.fifo" >"$work/vsha.out" &
-sha_pid=$!
-wc -c <"$work/size.fifo" >"$work/vsize.out" &
-wc_pid=$!
+digest_start "$work"
 {
   rc=0
   aws_s3 s3 cp --only-show-errors "$uri" - 2>"$work/download.err" || rc=$?
   echo "$rc" >"$work/download.rc"
 } | {
   rc=0
-  tee "$work/sha.fifo" "$work/size.fifo" || rc=$?
+  digest_tee "$work" || rc=$?
   echo "$rc" >"$work/vtee.rc"
 } | {
   rc=0
   gzip -dc | tar -tf - >/dev/null || rc=$?
   echo "$rc" >"$work/list.rc"
 }
-wait "$sha_pid" || true
-wait "$wc_pid" || true
+digest_result "$work"
 head_rc=0
 wait "$head_pid" || head_rc=$?
 sidecar_rc=0
@@ -219,8 +208,8 @@ sidecar=$(cut -d' ' -f1 <"$work/sidecar.out")
 [ "$sidecar" = "$sha" ] || fail 1 "verification failed: sidecar $uri.sha256 says '$sidecar', expected $sha"
 [ "$(cat "$work/download.rc")" = 0 ] || fail 1 "verification download of $uri failed: $(tr '\n' ' ' <"$work/download.err")"
 [ "$(cat "$work/list.rc")" = 0 ] || fail 1 "verification failed: $uri is not a readable tar.gz"
-vsha=$(cut -d' ' -f1 <"$work/vsha.out")
-vsize=$(tr -d ' \n' <"$work/vsize.out")
+vsha=$PDB_DIGEST_SHA
+vsize=$PDB_DIGEST_SIZE
 if [ "$vsha" != "$sha" ] || [ "$vsize" != "$size" ]; then
   fail 1 "verification failed: downloaded $uri is $vsize bytes sha256 $vsha, expected $size bytes sha256 $sha"
 fi

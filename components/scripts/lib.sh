@@ -169,6 +169,32 @@ switch_current() {
   mv -T -- "$pdb_tmp_link" "$PDB_INSTALL_DIR/current"
 }
 
+# ---- stream digests ---------------------------------------------------------
+# digest_start <dir>: starts sha256sum and wc -c on two fifos under <dir>;
+# pass a stream through `digest_tee <dir>` to measure it, then
+# `digest_result <dir>` waits and sets PDB_DIGEST_SHA and PDB_DIGEST_SIZE.
+digest_start() {
+  rm -f -- "$1/sha.fifo" "$1/size.fifo"
+  mkfifo "$1/sha.fifo" "$1/size.fifo"
+  sha256sum <"$1/sha.fifo" >"$1/sha.out" &
+  PDB_DIGEST_PIDS=$!
+  wc -c <"$1/size.fifo" >"$1/size.out" &
+  PDB_DIGEST_PIDS="$PDB_DIGEST_PIDS $!"
+}
+
+digest_tee() {
+  tee "$1/sha.fifo" "$1/size.fifo"
+}
+
+# shellcheck disable=SC2034 # read by the scripts that inline this file
+digest_result() {
+  for pdb_pid in $PDB_DIGEST_PIDS; do
+    wait "$pdb_pid" || true
+  done
+  PDB_DIGEST_SHA=$(cut -d' ' -f1 <"$1/sha.out")
+  PDB_DIGEST_SIZE=$(tr -d ' \n' <"$1/size.out")
+}
+
 # ---- service manager ------------------------------------------------------
 
 svc_pidfile() { printf '%s/run/%s.pid' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }

@@ -77,11 +77,7 @@ trap 'rm -rf -- "$staging"' EXIT
 trap 'exit 130' INT TERM HUP
 
 log "downloading $uri into $staging (expected sha256 $expected)"
-mkfifo "$staging/sha.fifo" "$staging/size.fifo"
-sha256sum <"$staging/sha.fifo" >"$staging/sha.out" &
-sha_pid=$!
-wc -c <"$staging/size.fifo" >"$staging/size.out" &
-wc_pid=$!
+digest_start "$staging"
 mkdir "$staging/tree"
 {
   rc=0
@@ -89,19 +85,18 @@ mkdir "$staging/tree"
   echo "$rc" >"$staging/download.rc"
 } | {
   rc=0
-  tee "$staging/sha.fifo" "$staging/size.fifo" || rc=$?
+  digest_tee "$staging" || rc=$?
   echo "$rc" >"$staging/tee.rc"
 } | {
   rc=0
   gzip -dc | tar -xf - -C "$staging/tree" || rc=$?
   echo "$rc" >"$staging/extract.rc"
 }
-wait "$sha_pid" || true
-wait "$wc_pid" || true
+digest_result "$staging"
 [ "$(cat "$staging/download.rc")" = 0 ] || fail 1 "download of $uri failed: $(tr '\n' ' ' <"$staging/download.err")"
 [ "$(cat "$staging/extract.rc")" = 0 ] || fail 1 "$uri is not a readable tar.gz (nothing was changed)"
-sha=$(cut -d' ' -f1 <"$staging/sha.out")
-size=$(tr -d ' \n' <"$staging/size.out")
+sha=$PDB_DIGEST_SHA
+size=$PDB_DIGEST_SIZE
 [ "$sha" = "$expected" ] || fail 1 "sha256 mismatch for $uri: downloaded $sha, recorded $expected (nothing was changed)"
 log "verified $uri ($size bytes, sha256 $sha)"
 
