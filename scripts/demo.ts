@@ -123,11 +123,7 @@ async function main(): Promise<void> {
     );
 
     step("pulumi stack history");
-    const history = await stack.history();
-    history.reverse().forEach((h, i) => {
-      const v = (h.config?.["progressdb:version"] as { value?: string } | undefined)?.value;
-      summary.push(`history ${i + 1}: ${h.kind} ${h.result} at progressdb:version ${v}`);
-    });
+    (await stack.updates()).forEach(([result, version], i) => summary.push(`history ${i + 1}: update ${result} at progressdb:version ${version}`));
   } finally {
     const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
     if (existsSync(pidFile)) {

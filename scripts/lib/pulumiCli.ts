@@ -160,6 +160,14 @@ export class PulumiStack {
     return JSON.parse((await this.run(["stack", "history", "--json", "--show-secrets=false"])).stdout);
   }
 
+  /** Each update of `pulumi stack history`, oldest first: its result and the progressdb:version it ran with. */
+  async updates(): Promise<Array<[result: string, version: string | undefined]>> {
+    return (await this.history())
+      .filter((h) => h.kind === "update")
+      .reverse()
+      .map((u) => [u.result, (u.config?.["progressdb:version"] as { value?: string } | undefined)?.value]);
+  }
+
   async exportState(): Promise<string> {
     return (await this.run(["stack", "export"])).stdout;
   }

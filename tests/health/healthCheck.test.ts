@@ -1,5 +1,5 @@
 // HealthCheck polling logic, tested directly against real loopback servers.
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { HEALTH_PROVIDER_VERSION, healthProvider } from "../../components/healthCheck";
 import {
   backoffDelayMs,
@@ -10,19 +10,11 @@ import {
   validateInputs,
   type PollOptions,
 } from "../../components/healthPoll";
-import { fakeApi, fakeProgressDb, freePort, json, selfSignedCert, serve, type SelfSignedCert, type TestServer } from "./servers";
+import { fakeApi, fakeProgressDb, freePort, json, selfSignedCert, servePerTest, type SelfSignedCert, type TestServer } from "./servers";
 
 const API_KEY = "sk_test_0123456789abcdef";
 
-const servers: TestServer[] = [];
-async function start(...args: Parameters<typeof serve>): Promise<TestServer> {
-  const s = await serve(...args);
-  servers.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const start = servePerTest();
 
 /** Short timings so the whole file runs in a few seconds. */
 function fast(url: string, extra: Partial<PollOptions> = {}): PollOptions {

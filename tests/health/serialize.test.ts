@@ -8,22 +8,14 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HEALTH_PROVIDER_VERSION, HealthCheck, healthProvider } from "../../components/healthCheck";
-import { fakeApi, fakeProgressDb, serve, type TestServer } from "./servers";
+import { fakeApi, fakeProgressDb, servePerTest } from "./servers";
 
 const API_KEY = "sk_serialized_0123456789";
 const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"; // pulumi's secret marker in mock inputs
 
-const servers: TestServer[] = [];
-async function start(...args: Parameters<typeof serve>): Promise<TestServer> {
-  const s = await serve(...args);
-  servers.push(s);
-  return s;
-}
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
-});
+const start = servePerTest();
 
 let dir: string;
 let providerFile: string;

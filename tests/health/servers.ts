@@ -7,6 +7,7 @@ import * as https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterEach } from "vitest";
 
 export interface RecordedRequest {
   method: string;
@@ -208,4 +209,17 @@ export function selfSignedCert(): SelfSignedCert {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A `serve` whose servers are all closed after each test of the calling file. */
+export function servePerTest(): (...args: Parameters<typeof serve>) => Promise<TestServer> {
+  const servers: TestServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+  return async (...args) => {
+    const s = await serve(...args);
+    servers.push(s);
+    return s;
+  };
 }
