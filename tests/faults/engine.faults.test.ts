@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlink
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { CliResult, PulumiStack, REPO } from "../../scripts/lib/pulumiCli";
+import { CliResult, PulumiStack, REPO, StackOutputs } from "../../scripts/lib/pulumiCli";
 import { renderLocalStack } from "../../scripts/lib/localStack";
 import { freePort, run, waitFor } from "../fixtures/net";
 import {
@@ -32,14 +32,8 @@ const STACK = "faults";
 const PROJECT = "progressdb";
 const skip = existsSync(PULUMI) ? skipMessage("engine fault suite") : `${PULUMI} is missing: run scripts/setup.sh`;
 /** Where every pulumi output of the run is also written, for a human to read after a failure. */
-const DEBUG_LOG = path.join(os.tmpdir(), "pdb-faults-engine.log");
+const DEBUG_LOG = path.join(REPO, ".state", "faults-engine.log");
 
-interface Outputs {
-  version: string;
-  previousVersion: string;
-  backupUri: string;
-  healthStatus: string;
-}
 
 describe.skipIf(!!skip)("faults under the real engine", () => {
   let world: World;
@@ -119,8 +113,8 @@ describe.skipIf(!!skip)("faults under the real engine", () => {
     return pid!;
   }
 
-  async function outputs(): Promise<Outputs> {
-    return (await stack.outputs()) as unknown as Outputs;
+  async function outputs(): Promise<StackOutputs> {
+    return stack.outputs();
   }
 
   /** Every thread written so far reads back unchanged. */
@@ -146,6 +140,7 @@ describe.skipIf(!!skip)("faults under the real engine", () => {
   }
 
   beforeAll(async () => {
+    mkdirSync(path.dirname(DEBUG_LOG), { recursive: true });
     writeFileSync(DEBUG_LOG, "");
     world = await startWorld({
       versions: [
