@@ -17,6 +17,9 @@ declare -A NEEDED=(
   [/usr/bin/openssl]=openssl
   [/usr/bin/podman]=podman
   [/usr/sbin/runc]=runc
+  [/usr/lib/podman/netavark]=netavark
+  [/usr/lib/podman/aardvark-dns]=aardvark-dns
+  [/usr/sbin/iptables]=iptables
 )
 missing=()
 for path in "${!NEEDED[@]}"; do
