@@ -37,6 +37,8 @@ export function podmanUnavailable(): string | undefined {
   if (!which("podman")) return "podman is not installed (apt-get install podman runc)";
   if (!which("runc")) return "runc is not installed (apt-get install runc): crun cannot run containers on this VM's hybrid cgroup layout";
   if (process.getuid?.() !== 0) return "the podman fixture runs rootful podman and needs root";
+  // The host scripts stop and start the container with the host's docker CLI (here: against podman's socket).
+  if (!which("docker")) return "no docker CLI on this host (apt-get install docker.io, or podman-docker)";
   return undefined;
 }
 
