@@ -2,7 +2,7 @@
 # Installs what the tests and the demo need on this machine, from the project's
 # own files: Debian packages (sshd, supervisor, the aws CLI, shellcheck, podman
 # for the container-mode e2e), then the pinned Pulumi toolchain and MinIO
-# (scripts/tools.sh) and the docker provider stand-in. Idempotent; fast when done.
+# (scripts/tools.sh), with the command and docker provider stand-ins. Idempotent; fast when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,5 +42,4 @@ if [ "$node_major" -lt 22 ]; then
   exit 1
 fi
 
-bash scripts/tools.sh
-bash tools/docker-provider/build.sh --install "$PWD/.tools/pulumi-home" >/dev/null
+exec bash scripts/tools.sh

@@ -14,10 +14,10 @@
 #   .tools/pulumi-<ver>/pulumi-resource-pulumi-nodejs  dynamic-provider launcher (sh script)
 #       (the three sit together because the engine looks for its "bundled" plugins next to
 #        the real pulumi executable; putting them on PATH instead makes it print warnings)
-#   .tools/command-<ver>-<srchash>/pulumi-resource-command   stand-in provider (tools/command-provider)
+#   .tools/providers-<srchash>/pulumi-resource-{command,docker}   stand-in providers (tools/providers)
 #   .tools/minio-<modver>/minio                     MinIO server
 #   .tools/bin/{pulumi,minio}                       symlinks
-#   .tools/pulumi-home/plugins/resource-command-v<ver>/   the command provider, installed where
+#   .tools/pulumi-home/plugins/resource-{command,docker}-v<ver>/   the providers, installed where
 #                                                   the engine looks when PULUMI_HOME=.tools/pulumi-home
 # The `bash -c '...' _ args` build commands expand $1.. inside the child shell on purpose.
 # shellcheck disable=SC2016
@@ -58,22 +58,26 @@ for pair in "@pulumi/pulumi:$NPM_PULUMI_VERSION" "@pulumi/command:$NPM_COMMAND_V
 done
 
 # --- cache keys ----------------------------------------------------------------------------------
-src_hash() { # src_hash <dir>: short hash of a Go module's sources
-  (cd "$1" && cat go.mod go.sum ./*.go) | sha256sum | cut -c1-12
+src_hash() { # src_hash <dir>: short hash of a Go module's sources (all packages)
+  (cd "$1" && cat go.mod go.sum && find . -name '*.go' -print0 | sort -z | xargs -0 cat) | sha256sum | cut -c1-12
 }
 PULUMI_DIR="$TOOLS/pulumi-$PULUMI_VERSION"
 LANGHOST_HASH=$(src_hash "$ROOT/tools/langhost")
-COMMAND_DIR="$TOOLS/command-v$NPM_COMMAND_VERSION-$(src_hash "$ROOT/tools/command-provider")"
+NPM_DOCKER_VERSION=$(lock_version @pulumi/docker)
+[ -n "$NPM_DOCKER_VERSION" ] || die "package-lock.json has no @pulumi/docker"
+PROVIDERS_DIR="$TOOLS/providers-$(src_hash "$ROOT/tools/providers")"
+# Stand-in resource providers: <plugin name>:<version the npm SDK asks for>.
+PROVIDERS=("command:$NPM_COMMAND_VERSION" "docker:$NPM_DOCKER_VERSION")
 MINIO_DIR="$TOOLS/minio-$MINIO_MODULE_VERSION"
-# The command provider is installed into the plugin cache of .tools/pulumi-home (the PULUMI_HOME
+# The providers are installed into the plugin cache of .tools/pulumi-home (the PULUMI_HOME
 # that tools-env.sh sets) and, when the caller has another PULUMI_HOME set, into that one too.
 PULUMI_HOME_DIR="$TOOLS/pulumi-home"
 PULUMI_HOMES=("$PULUMI_HOME_DIR")
 if [ -n "${PULUMI_HOME:-}" ] && [ "$PULUMI_HOME" != "$PULUMI_HOME_DIR" ]; then
   PULUMI_HOMES+=("$PULUMI_HOME")
 fi
-cmd_plugin_dir() { echo "$1/plugins/resource-command-v$NPM_COMMAND_VERSION"; }
-cmd_plugin_ok() { cmp -s "$COMMAND_DIR/pulumi-resource-command" "$(cmd_plugin_dir "$1")/pulumi-resource-command" 2>/dev/null; }
+plugin_dir() { echo "$1/plugins/resource-$2-v$3"; } # plugin_dir <PULUMI_HOME> <name> <version>
+plugin_ok() { cmp -s "$PROVIDERS_DIR/pulumi-resource-$2" "$(plugin_dir "$1" "$2" "$3")/pulumi-resource-$2" 2>/dev/null; }
 
 print_env() {
   cat <<EOF
@@ -108,11 +112,13 @@ EOF
 up_to_date() {
   [ -x "$PULUMI_DIR/pulumi" ] && [ -x "$PULUMI_DIR/pulumi-language-nodejs" ] &&
     [ -f "$PULUMI_DIR/.langhost-$LANGHOST_HASH" ] && [ -x "$PULUMI_DIR/pulumi-resource-pulumi-nodejs" ] &&
-    [ -x "$COMMAND_DIR/pulumi-resource-command" ] && [ -x "$MINIO_DIR/minio" ] &&
+    [ -x "$PROVIDERS_DIR/pulumi-resource-command" ] && [ -x "$PROVIDERS_DIR/pulumi-resource-docker" ] && [ -x "$MINIO_DIR/minio" ] &&
     [ "$(readlink "$BIN/pulumi" 2>/dev/null)" = "$PULUMI_DIR/pulumi" ] &&
     [ "$(readlink "$BIN/minio" 2>/dev/null)" = "$MINIO_DIR/minio" ] || return 1
-  local h
-  for h in "${PULUMI_HOMES[@]}"; do cmd_plugin_ok "$h" || return 1; done
+  local h p
+  for h in "${PULUMI_HOMES[@]}"; do
+    for p in "${PROVIDERS[@]}"; do plugin_ok "$h" "${p%%:*}" "${p#*:}" || return 1; done
+  done
 }
 
 if [ "$ENV_ONLY" = 1 ]; then
@@ -122,7 +128,7 @@ if [ "$ENV_ONLY" = 1 ]; then
 fi
 
 if up_to_date; then
-  say "tools up to date in $TOOLS (pulumi $PULUMI_VERSION, command v$NPM_COMMAND_VERSION stand-in, minio $MINIO_MODULE_VERSION)"
+  say "tools up to date in $TOOLS (pulumi $PULUMI_VERSION, command v$NPM_COMMAND_VERSION and docker v$NPM_DOCKER_VERSION stand-ins, minio $MINIO_MODULE_VERSION)"
 else
   command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || die "go not found (need Go >= 1.25 on PATH or in /usr/local/go/bin)"
   command -v go >/dev/null 2>&1 || PATH="/usr/local/go/bin:$PATH"
@@ -188,21 +194,25 @@ else
   # 3. Dynamic-provider launcher, next to pulumi.
   write_launcher "$PULUMI_DIR/pulumi-resource-pulumi-nodejs"
 
-  # 4. Command provider stand-in, installed into PULUMI_HOME's plugin cache.
-  if [ ! -x "$COMMAND_DIR/pulumi-resource-command" ]; then
-    rm -rf "$COMMAND_DIR.tmp" && mkdir -p "$COMMAND_DIR.tmp"
-    build_step "building pulumi-resource-command v$NPM_COMMAND_VERSION (stand-in, tools/command-provider)" \
-      bash -c 'cd "$1/tools/command-provider" && go build "${@:4}" -ldflags "-s -w -X main.version=$2" -o "$3/pulumi-resource-command" .' \
-      _ "$ROOT" "$NPM_COMMAND_VERSION" "$COMMAND_DIR.tmp" "${GOFLAGS_COMMON[@]}"
-    rm -rf "$COMMAND_DIR" && mv "$COMMAND_DIR.tmp" "$COMMAND_DIR"
+  # 4. Stand-in providers (one Go module, two plugins), installed into PULUMI_HOME's plugin cache.
+  if [ ! -x "$PROVIDERS_DIR/pulumi-resource-command" ] || [ ! -x "$PROVIDERS_DIR/pulumi-resource-docker" ]; then
+    rm -rf "$PROVIDERS_DIR.tmp" && mkdir -p "$PROVIDERS_DIR.tmp"
+    for p in "${PROVIDERS[@]}"; do
+      build_step "building pulumi-resource-${p%%:*} v${p#*:} (stand-in, tools/providers/${p%%:*})" \
+        bash -c 'cd "$1/tools/providers" && go build "${@:5}" -ldflags "-s -w -X main.version=$3" -o "$4/pulumi-resource-$2" "./$2"' \
+        _ "$ROOT" "${p%%:*}" "${p#*:}" "$PROVIDERS_DIR.tmp" "${GOFLAGS_COMMON[@]}"
+    done
+    rm -rf "$PROVIDERS_DIR" && mv "$PROVIDERS_DIR.tmp" "$PROVIDERS_DIR"
   fi
   for h in "${PULUMI_HOMES[@]}"; do
-    cmd_plugin_ok "$h" && continue
-    d=$(cmd_plugin_dir "$h")
-    rm -rf "$d" "$d.partial" "$d.lock"
-    mkdir -p "$d"
-    cp "$COMMAND_DIR/pulumi-resource-command" "$d/"
-    say "installed pulumi-resource-command v$NPM_COMMAND_VERSION into $d"
+    for p in "${PROVIDERS[@]}"; do
+      plugin_ok "$h" "${p%%:*}" "${p#*:}" && continue
+      d=$(plugin_dir "$h" "${p%%:*}" "${p#*:}")
+      rm -rf "$d" "$d.partial" "$d.lock"
+      mkdir -p "$d"
+      cp "$PROVIDERS_DIR/pulumi-resource-${p%%:*}" "$d/"
+      say "installed pulumi-resource-${p%%:*} v${p#*:} into $d"
+    done
   done
 
   # 5. MinIO.

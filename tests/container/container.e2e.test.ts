@@ -6,9 +6,9 @@
 // mount), a broken version that fails the HealthCheck, and the rollback by
 // reverting the version line.
 //
-// The docker resource provider is the stand-in in tools/docker-provider (the
-// real one is not served by the Go module proxy reachable here; see its
-// main.go), built by tools/docker-provider/build.sh.
+// The command and docker resource providers are the stand-ins in
+// tools/providers (the real ones are not served by the Go module proxy
+// reachable here), built and installed by scripts/tools.sh.
 import { randomBytes, createHash } from "node:crypto";
 import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -25,17 +25,19 @@ const TEST_TIMEOUT = 300_000;
 /** What the HealthCheck reports when the new version answered (the wording is the HealthCheck's). */
 const HEALTHY = ["ok", "healthy"];
 
-/** The command provider scripts/tools.sh installs into the CLI driver's PULUMI_HOME. */
-function commandPlugin(): string | undefined {
+/** The stand-in provider plugin `name` that scripts/tools.sh installs into the CLI driver's PULUMI_HOME. */
+function plugin(name: "command" | "docker"): string | undefined {
   const plugins = path.join(toolsEnv().PULUMI_HOME!, "plugins");
   if (!existsSync(plugins)) return undefined;
-  const dir = readdirSync(plugins).find((d) => /^resource-command-v[0-9.]+$/.test(d) && existsSync(path.join(plugins, d, "pulumi-resource-command")));
-  return dir ? path.join(plugins, dir, "pulumi-resource-command") : undefined;
+  const dir = readdirSync(plugins).find((d) => new RegExp(`^resource-${name}-v[0-9.]+$`).test(d) && existsSync(path.join(plugins, d, `pulumi-resource-${name}`)));
+  return dir ? path.join(plugins, dir, `pulumi-resource-${name}`) : undefined;
 }
 
 function why(): string | undefined {
   if (!existsSync(PULUMI)) return `${PULUMI} is missing (run scripts/tools.sh)`;
-  if (!commandPlugin()) return `the command provider is not installed in ${toolsEnv().PULUMI_HOME}/plugins (run scripts/tools.sh)`;
+  for (const name of ["command", "docker"] as const) {
+    if (!plugin(name)) return `the ${name} provider is not installed in ${toolsEnv().PULUMI_HOME}/plugins (run scripts/tools.sh)`;
+  }
   return podmanUnavailable() ?? integrationUnavailable();
 }
 
@@ -70,12 +72,6 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
 
   beforeAll(async () => {
     root = mkdirTemp();
-    // The stand-in docker provider (built if missing; ~2 min cold), installed into the
-    // PULUMI_HOME the CLI driver uses, next to the command provider scripts/tools.sh put there.
-    const home = toolsEnv().PULUMI_HOME!;
-    const build = await run("bash", [path.join(REPO, "tools", "docker-provider", "build.sh"), "--install", home], { timeoutMs: 600_000 });
-    if (build.code !== 0) throw new Error(`tools/docker-provider/build.sh failed:\n${build.stderr}`);
-
     world = await startWorld({ versions: [] });
     try {
       podman = await startPodman();

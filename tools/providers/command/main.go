@@ -23,7 +23,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,14 +38,13 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/provider"
+
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"progressdb-upgrades/tools/providers/kit"
 )
 
 // version is set with -ldflags "-X main.version=..." by scripts/tools.sh to the
@@ -59,54 +57,21 @@ const (
 )
 
 func main() {
-	err := provider.Main("command", func(host *provider.HostClient) (pulumirpc.ResourceProviderServer, error) {
-		return &commandProvider{host: host}, nil
+	kit.Serve("command", func(host *provider.HostClient) pulumirpc.ResourceProviderServer {
+		return &commandProvider{Plugin: kit.Plugin{Name: "command", Version: version}, host: host}
 	})
-	if err != nil {
-		cmdutil.ExitError(err.Error())
-	}
 }
 
 type commandProvider struct {
-	pulumirpc.UnimplementedResourceProviderServer
+	kit.Plugin
 	host *provider.HostClient
 
 	mu      sync.Mutex
 	cancels []context.CancelFunc
 }
 
-var (
-	inOpts  = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true, SkipNulls: true}
-	outOpts = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true}
-)
-
-func unmarshal(s *structpb.Struct) (resource.PropertyMap, error) {
-	if s == nil {
-		return resource.PropertyMap{}, nil
-	}
-	return plugin.UnmarshalProperties(s, inOpts)
-}
-
-func marshal(m resource.PropertyMap) (*structpb.Struct, error) {
-	return plugin.MarshalProperties(m, outOpts)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Plugin-level RPCs.
-
-func (p *commandProvider) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
-	return &pulumirpc.PluginInfo{Version: version}, nil
-}
-
-func (p *commandProvider) GetSchema(
-	context.Context, *pulumirpc.GetSchemaRequest,
-) (*pulumirpc.GetSchemaResponse, error) {
-	b, err := json.Marshal(map[string]any{"name": "command", "version": version})
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.GetSchemaResponse{Schema: string(b)}, nil
-}
 
 func (p *commandProvider) CheckConfig(
 	_ context.Context, req *pulumirpc.CheckRequest,
@@ -133,36 +98,16 @@ func (p *commandProvider) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empt
 	return &emptypb.Empty{}, nil
 }
 
-func (p *commandProvider) Invoke(
-	_ context.Context, req *pulumirpc.InvokeRequest,
-) (*pulumirpc.InvokeResponse, error) {
-	return nil, fmt.Errorf("%s is not implemented by the stand-in command provider (tools/command-provider)",
-		req.GetTok())
-}
-
 // ---------------------------------------------------------------------------------------------
 // Resource RPCs.
 
-func typeOf(urn string) string {
-	// urn:pulumi:stack::project::[parent$]type::name
-	parts := strings.Split(urn, "::")
-	if len(parts) < 4 {
-		return ""
-	}
-	t := parts[2]
-	if i := strings.LastIndex(t, "$"); i >= 0 {
-		t = t[i+1:]
-	}
-	return t
-}
-
 func checkType(urn string) (string, error) {
-	switch t := typeOf(urn); t {
+	switch t := kit.TypeOf(urn); t {
 	case localCommand, remoteCommand:
 		return t, nil
 	default:
 		return "", fmt.Errorf("resource type %q is not implemented by the stand-in command provider "+
-			"(tools/command-provider implements %s and %s)", t, localCommand, remoteCommand)
+			"(tools/providers/command implements %s and %s)", t, localCommand, remoteCommand)
 	}
 }
 
@@ -182,7 +127,7 @@ func (p *commandProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal(req.GetNews())
+	news, err := kit.Unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -191,24 +136,24 @@ func (p *commandProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) 
 		failures = append(failures, &pulumirpc.CheckFailure{Property: prop, Reason: reason})
 	}
 	for _, k := range []resource.PropertyKey{"create", "update", "delete", "dir", "stdin", "logging"} {
-		if v, ok := news[k]; ok && !isUnknown(v) && !unsecret(v).IsString() {
+		if v, ok := news[k]; ok && !isUnknown(v) && !kit.Unsecret(v).IsString() {
 			fail(string(k), "must be a string")
 		}
 	}
 	if t == localCommand {
 		for _, k := range []resource.PropertyKey{"assetPaths", "archivePaths"} {
-			if v, ok := news[k]; ok && !unsecret(v).IsNull() {
+			if v, ok := news[k]; ok && !kit.Unsecret(v).IsNull() {
 				fail(string(k), "not supported by the stand-in command provider")
 			}
 		}
 	}
 	if t == remoteCommand {
-		if v, ok := news["connection"]; !ok || unsecret(v).IsNull() {
+		if v, ok := news["connection"]; !ok || kit.Unsecret(v).IsNull() {
 			fail("connection", "missing required property")
 		}
 	}
-	if v, ok := news["logging"]; ok && unsecret(v).IsString() {
-		switch unsecret(v).StringValue() {
+	if v, ok := news["logging"]; ok && kit.Unsecret(v).IsString() {
+		switch kit.Unsecret(v).StringValue() {
 		case "stdout", "stderr", "stdoutAndStderr", "none":
 		default:
 			fail("logging", "must be one of stdout, stderr, stdoutAndStderr, none")
@@ -222,60 +167,7 @@ func (p *commandProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetOldInputs())
-	if err != nil {
-		return nil, err
-	}
-	if len(olds) == 0 {
-		// Old engines don't send old inputs; the state holds the inputs as well.
-		if olds, err = unmarshal(req.GetOlds()); err != nil {
-			return nil, err
-		}
-	}
-	news, err := unmarshal(req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	var changed, replaces []string
-	detailed := map[string]*pulumirpc.PropertyDiff{}
-	for _, k := range inputKeys[t] {
-		o, hasO := olds[k]
-		n, hasN := news[k]
-		if !hasO && !hasN {
-			continue
-		}
-		if hasO && hasN && !isUnknown(n) && o.DeepEquals(n) {
-			continue
-		}
-		if hasO && hasN && !isUnknown(n) && unsecret(o).DeepEquals(unsecret(n)) {
-			continue
-		}
-		kind := pulumirpc.PropertyDiff_UPDATE
-		switch {
-		case !hasO:
-			kind = pulumirpc.PropertyDiff_ADD
-		case !hasN:
-			kind = pulumirpc.PropertyDiff_DELETE
-		}
-		if k == "triggers" {
-			replaces = append(replaces, string(k))
-			kind++ // ADD_REPLACE / DELETE_REPLACE / UPDATE_REPLACE (each follows its plain kind)
-		}
-		changed = append(changed, string(k))
-		detailed[string(k)] = &pulumirpc.PropertyDiff{Kind: kind, InputDiff: true}
-	}
-	sort.Strings(changed)
-	resp := &pulumirpc.DiffResponse{
-		Changes:         pulumirpc.DiffResponse_DIFF_NONE,
-		Diffs:           changed,
-		Replaces:        replaces,
-		DetailedDiff:    detailed,
-		HasDetailedDiff: true,
-	}
-	if len(changed) > 0 {
-		resp.Changes = pulumirpc.DiffResponse_DIFF_SOME
-	}
-	return resp, nil
+	return kit.Diff(req, inputKeys[t], func(k resource.PropertyKey) bool { return k == "triggers" })
 }
 
 func (p *commandProvider) Create(
@@ -285,7 +177,7 @@ func (p *commandProvider) Create(
 	if err != nil {
 		return nil, err
 	}
-	inputs, err := unmarshal(req.GetProperties())
+	inputs, err := kit.Unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +192,7 @@ func (p *commandProvider) Create(
 	if err != nil {
 		return nil, err
 	}
-	props, err := marshal(outs)
+	props, err := kit.Marshal(outs)
 	if err != nil {
 		return nil, err
 	}
@@ -314,11 +206,11 @@ func (p *commandProvider) Update(
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetOlds())
+	olds, err := kit.Unmarshal(req.GetOlds())
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal(req.GetNews())
+	news, err := kit.Unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +218,7 @@ func (p *commandProvider) Update(
 	if err != nil {
 		return nil, err
 	}
-	props, err := marshal(outs)
+	props, err := kit.Marshal(outs)
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +230,7 @@ func (p *commandProvider) Delete(ctx context.Context, req *pulumirpc.DeleteReque
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetProperties())
+	olds, err := kit.Unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -366,9 +258,9 @@ func (p *commandProvider) runPhase(
 	ctx context.Context, urn, typ, phase string, inputs, olds resource.PropertyMap, preview bool,
 ) (resource.PropertyMap, error) {
 	outs := inputs.Copy()
-	script, scriptSecret, scriptUnknown := stringProp(inputs, resource.PropertyKey(phase))
+	script, scriptSecret, scriptUnknown := kit.StringProp(inputs, resource.PropertyKey(phase))
 	if phase == "update" && script == "" && !scriptUnknown {
-		script, scriptSecret, scriptUnknown = stringProp(inputs, "create")
+		script, scriptSecret, scriptUnknown = kit.StringProp(inputs, "create")
 	}
 	if phase == "delete" {
 		outs = olds
@@ -400,27 +292,27 @@ func (p *commandProvider) runPhase(
 	}
 
 	env := map[string]string{}
-	if v, ok := inputs["environment"]; ok && unsecret(v).IsObject() {
-		for k, e := range unsecret(v).ObjectValue() {
-			if s := unsecret(e); s.IsString() {
+	if v, ok := inputs["environment"]; ok && kit.Unsecret(v).IsObject() {
+		for k, e := range kit.Unsecret(v).ObjectValue() {
+			if s := kit.Unsecret(e); s.IsString() {
 				env[string(k)] = s.StringValue()
 			}
 		}
 	}
 	addPrev := true
-	if v, ok := inputs["addPreviousOutputInEnv"]; ok && unsecret(v).IsBool() {
-		addPrev = unsecret(v).BoolValue()
+	if v, ok := inputs["addPreviousOutputInEnv"]; ok && kit.Unsecret(v).IsBool() {
+		addPrev = kit.Unsecret(v).BoolValue()
 	}
 	if addPrev && olds != nil && phase != "create" {
-		if s, _, _ := stringProp(olds, "stdout"); s != "" {
+		if s, _, _ := kit.StringProp(olds, "stdout"); s != "" {
 			env["PULUMI_COMMAND_STDOUT"] = s
 		}
-		if s, _, _ := stringProp(olds, "stderr"); s != "" {
+		if s, _, _ := kit.StringProp(olds, "stderr"); s != "" {
 			env["PULUMI_COMMAND_STDERR"] = s
 		}
 	}
-	stdin, _, _ := stringProp(inputs, "stdin")
-	logging, _, _ := stringProp(inputs, "logging")
+	stdin, _, _ := kit.StringProp(inputs, "stdin")
+	logging, _, _ := kit.StringProp(inputs, "logging")
 	if logging == "" {
 		// Secret inputs silence the default logging; an explicit choice is the program's word
 		// that the chosen streams carry no secret.
@@ -475,10 +367,10 @@ func runLocal(
 	stdout, stderr io.Writer,
 ) error {
 	interp := []string{"/bin/sh", "-c"}
-	if v, ok := inputs["interpreter"]; ok && unsecret(v).IsArray() {
+	if v, ok := inputs["interpreter"]; ok && kit.Unsecret(v).IsArray() {
 		interp = nil
-		for _, e := range unsecret(v).ArrayValue() {
-			if s := unsecret(e); s.IsString() {
+		for _, e := range kit.Unsecret(v).ArrayValue() {
+			if s := kit.Unsecret(e); s.IsString() {
 				interp = append(interp, s.StringValue())
 			}
 		}
@@ -488,7 +380,7 @@ func runLocal(
 	}
 	args := append(append([]string{}, interp[1:]...), script)
 	cmd := exec.CommandContext(ctx, interp[0], args...) // #nosec G204 -- running the user's command is the job
-	if dir, _, _ := stringProp(inputs, "dir"); dir != "" {
+	if dir, _, _ := kit.StringProp(inputs, "dir"); dir != "" {
 		cmd.Dir = dir
 	}
 	cmd.Env = os.Environ()
@@ -508,10 +400,10 @@ func (p *commandProvider) runRemote(
 	stdin string, stdout, stderr io.Writer,
 ) error {
 	conn, ok := inputs["connection"]
-	if !ok || !unsecret(conn).IsObject() {
+	if !ok || !kit.Unsecret(conn).IsObject() {
 		return errors.New("connection is required")
 	}
-	client, err := dialChain(ctx, unsecret(conn).ObjectValue())
+	client, err := dialChain(ctx, kit.Unsecret(conn).ObjectValue())
 	if err != nil {
 		return err
 	}
@@ -560,8 +452,8 @@ func dialChain(ctx context.Context, conn resource.PropertyMap) (*ssh.Client, err
 		return nil, err
 	}
 	var via *ssh.Client
-	if pv, ok := conn["proxy"]; ok && unsecret(pv).IsObject() {
-		if via, err = dialChain(ctx, unsecret(pv).ObjectValue()); err != nil {
+	if pv, ok := conn["proxy"]; ok && kit.Unsecret(pv).IsObject() {
+		if via, err = dialChain(ctx, kit.Unsecret(pv).ObjectValue()); err != nil {
 			return nil, fmt.Errorf("connecting to proxy: %w", err)
 		}
 	}
@@ -596,30 +488,30 @@ func dialChain(ctx context.Context, conn resource.PropertyMap) (*ssh.Client, err
 }
 
 func sshConfig(conn resource.PropertyMap) (*ssh.ClientConfig, string, int, time.Duration, error) {
-	host, _, _ := stringProp(conn, "host")
+	host, _, _ := kit.StringProp(conn, "host")
 	if host == "" {
 		return nil, "", 0, 0, errors.New("connection.host is required")
 	}
 	port := 22
-	if v, ok := conn["port"]; ok && unsecret(v).IsNumber() {
-		port = int(unsecret(v).NumberValue())
+	if v, ok := conn["port"]; ok && kit.Unsecret(v).IsNumber() {
+		port = int(kit.Unsecret(v).NumberValue())
 	}
-	user, _, _ := stringProp(conn, "user")
+	user, _, _ := kit.StringProp(conn, "user")
 	if user == "" {
 		user = "root"
 	}
 	limit := 10
-	if v, ok := conn["dialErrorLimit"]; ok && unsecret(v).IsNumber() {
-		limit = int(unsecret(v).NumberValue())
+	if v, ok := conn["dialErrorLimit"]; ok && kit.Unsecret(v).IsNumber() {
+		limit = int(kit.Unsecret(v).NumberValue())
 	}
 	timeout := 15 * time.Second
-	if v, ok := conn["perDialTimeout"]; ok && unsecret(v).IsNumber() {
-		timeout = time.Duration(unsecret(v).NumberValue()) * time.Second
+	if v, ok := conn["perDialTimeout"]; ok && kit.Unsecret(v).IsNumber() {
+		timeout = time.Duration(kit.Unsecret(v).NumberValue()) * time.Second
 	}
 
 	var auths []ssh.AuthMethod
-	if key, _, _ := stringProp(conn, "privateKey"); key != "" {
-		pass, _, _ := stringProp(conn, "privateKeyPassword")
+	if key, _, _ := kit.StringProp(conn, "privateKey"); key != "" {
+		pass, _, _ := kit.StringProp(conn, "privateKeyPassword")
 		var signer ssh.Signer
 		var err error
 		if pass != "" {
@@ -632,7 +524,7 @@ func sshConfig(conn resource.PropertyMap) (*ssh.ClientConfig, string, int, time.
 		}
 		auths = append(auths, ssh.PublicKeys(signer))
 	}
-	if pw, _, _ := stringProp(conn, "password"); pw != "" {
+	if pw, _, _ := kit.StringProp(conn, "password"); pw != "" {
 		auths = append(auths, ssh.Password(pw), ssh.KeyboardInteractive(
 			func(_, _ string, questions []string, _ []bool) ([]string, error) {
 				answers := make([]string, len(questions))
@@ -642,7 +534,7 @@ func sshConfig(conn resource.PropertyMap) (*ssh.ClientConfig, string, int, time.
 				return answers, nil
 			}))
 	}
-	sock, _, _ := stringProp(conn, "agentSocketPath")
+	sock, _, _ := kit.StringProp(conn, "agentSocketPath")
 	if sock == "" {
 		sock = os.Getenv("SSH_AUTH_SOCK")
 	}
@@ -667,31 +559,8 @@ func sshConfig(conn resource.PropertyMap) (*ssh.ClientConfig, string, int, time.
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-func unsecret(v resource.PropertyValue) resource.PropertyValue {
-	for v.IsSecret() {
-		v = v.SecretValue().Element
-	}
-	return v
-}
-
 func isUnknown(v resource.PropertyValue) bool {
 	return v.ContainsUnknowns()
-}
-
-// stringProp returns m[k] as a string, whether it was secret, and whether it is unknown.
-func stringProp(m resource.PropertyMap, k resource.PropertyKey) (string, bool, bool) {
-	v, ok := m[k]
-	if !ok {
-		return "", false, false
-	}
-	if v.ContainsUnknowns() {
-		return "", v.ContainsSecrets(), true
-	}
-	u := unsecret(v)
-	if !u.IsString() {
-		return "", v.IsSecret(), false
-	}
-	return u.StringValue(), v.IsSecret(), false
 }
 
 func anySecret(m resource.PropertyMap, keys ...resource.PropertyKey) bool {

@@ -41,7 +41,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,15 +48,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/diag"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
-	"github.com/pulumi/pulumi/sdk/v3/go/common/util/cmdutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil/rpcerror"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi/provider"
+
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+	"progressdb-upgrades/tools/providers/kit"
 )
 
 // version is set with -ldflags "-X main.version=..." to the @pulumi/docker version from
@@ -70,16 +68,13 @@ const (
 )
 
 func main() {
-	err := provider.Main("docker", func(host *provider.HostClient) (pulumirpc.ResourceProviderServer, error) {
-		return &dockerProvider{host: host}, nil
+	kit.Serve("docker", func(host *provider.HostClient) pulumirpc.ResourceProviderServer {
+		return &dockerProvider{Plugin: kit.Plugin{Name: "docker", Version: version}, host: host}
 	})
-	if err != nil {
-		cmdutil.ExitError(err.Error())
-	}
 }
 
 type dockerProvider struct {
-	pulumirpc.UnimplementedResourceProviderServer
+	kit.Plugin
 	host *provider.HostClient
 
 	mu         sync.Mutex
@@ -87,44 +82,16 @@ type dockerProvider struct {
 	client     *engineClient
 }
 
-var (
-	inOpts  = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true, SkipNulls: true}
-	outOpts = plugin.MarshalOptions{KeepUnknowns: true, KeepSecrets: true}
-)
-
-func unmarshal(s *structpb.Struct) (resource.PropertyMap, error) {
-	if s == nil {
-		return resource.PropertyMap{}, nil
-	}
-	return plugin.UnmarshalProperties(s, inOpts)
-}
-
-func marshal(m resource.PropertyMap) (*structpb.Struct, error) {
-	return plugin.MarshalProperties(m, outOpts)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Plugin-level RPCs.
 
-func (p *dockerProvider) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
-	return &pulumirpc.PluginInfo{Version: version}, nil
-}
-
-func (p *dockerProvider) GetSchema(context.Context, *pulumirpc.GetSchemaRequest) (*pulumirpc.GetSchemaResponse, error) {
-	b, err := json.Marshal(map[string]any{"name": "docker", "version": version})
-	if err != nil {
-		return nil, err
-	}
-	return &pulumirpc.GetSchemaResponse{Schema: string(b)}, nil
-}
-
 func (p *dockerProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckRequest) (*pulumirpc.CheckResponse, error) {
-	news, err := unmarshal(req.GetNews())
+	news, err := kit.Unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
 	var failures []*pulumirpc.CheckFailure
-	if h, _, unknown := stringProp(news, "host"); !unknown && h != "" {
+	if h, _, unknown := kit.StringProp(news, "host"); !unknown && h != "" {
 		if _, err := parseDockerHost(h); err != nil {
 			failures = append(failures, &pulumirpc.CheckFailure{Property: "host", Reason: err.Error()})
 		}
@@ -133,21 +100,12 @@ func (p *dockerProvider) CheckConfig(_ context.Context, req *pulumirpc.CheckRequ
 }
 
 func (p *dockerProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
-	olds, err := unmarshal(req.GetOldInputs())
+	olds, news, err := kit.DiffInputs(req)
 	if err != nil {
 		return nil, err
 	}
-	if len(olds) == 0 {
-		if olds, err = unmarshal(req.GetOlds()); err != nil {
-			return nil, err
-		}
-	}
-	news, err := unmarshal(req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	o, _, _ := stringProp(olds, "host")
-	n, _, nu := stringProp(news, "host")
+	o, _, _ := kit.StringProp(olds, "host")
+	n, _, nu := kit.StringProp(news, "host")
 	if nu || o != n {
 		// Another daemon: the resources it manages are different objects (upstream: replace).
 		return &pulumirpc.DiffResponse{
@@ -160,11 +118,11 @@ func (p *dockerProvider) DiffConfig(_ context.Context, req *pulumirpc.DiffReques
 func (p *dockerProvider) Configure(_ context.Context, req *pulumirpc.ConfigureRequest) (*pulumirpc.ConfigureResponse, error) {
 	host := ""
 	if args := req.GetArgs(); args != nil {
-		m, err := unmarshal(args)
+		m, err := kit.Unmarshal(args)
 		if err != nil {
 			return nil, err
 		}
-		host, _, _ = stringProp(m, "host")
+		host, _, _ = kit.StringProp(m, "host")
 	}
 	if host == "" {
 		host = req.GetVariables()["docker:config:host"]
@@ -195,10 +153,6 @@ func (p *dockerProvider) engine() (*engineClient, error) {
 	return p.client, nil
 }
 
-func (p *dockerProvider) Invoke(_ context.Context, req *pulumirpc.InvokeRequest) (*pulumirpc.InvokeResponse, error) {
-	return nil, fmt.Errorf("%s is not implemented by the stand-in docker provider (tools/docker-provider)", req.GetTok())
-}
-
 func (p *dockerProvider) log(ctx context.Context, sev diag.Severity, urn, msg string) {
 	if p.host != nil {
 		_ = p.host.Log(ctx, sev, resource.URN(urn), msg)
@@ -208,25 +162,13 @@ func (p *dockerProvider) log(ctx context.Context, sev diag.Severity, urn, msg st
 // ---------------------------------------------------------------------------------------------
 // Resource RPCs.
 
-func typeOf(urn string) string {
-	parts := strings.Split(urn, "::")
-	if len(parts) < 4 {
-		return ""
-	}
-	t := parts[2]
-	if i := strings.LastIndex(t, "$"); i >= 0 {
-		t = t[i+1:]
-	}
-	return t
-}
-
 func checkType(urn string) (string, error) {
-	switch t := typeOf(urn); t {
+	switch t := kit.TypeOf(urn); t {
 	case remoteImage, container:
 		return t, nil
 	default:
 		return "", fmt.Errorf("resource type %q is not implemented by the stand-in docker provider "+
-			"(tools/docker-provider implements %s and %s)", t, remoteImage, container)
+			"(tools/providers/docker implements %s and %s)", t, remoteImage, container)
 	}
 }
 
@@ -262,7 +204,7 @@ func (p *dockerProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) (
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal(req.GetNews())
+	news, err := kit.Unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -275,30 +217,30 @@ func (p *dockerProvider) Check(_ context.Context, req *pulumirpc.CheckRequest) (
 		known[k] = true
 	}
 	for k, v := range news {
-		if strings.HasPrefix(string(k), "__") || unsecret(v).IsNull() {
+		if strings.HasPrefix(string(k), "__") || kit.Unsecret(v).IsNull() {
 			continue
 		}
 		if !known[k] {
-			fail(string(k), "not supported by the stand-in docker provider (tools/docker-provider)")
+			fail(string(k), "not supported by the stand-in docker provider (tools/providers/docker)")
 		}
 	}
-	if v, ok := news["name"]; !ok || unsecret(v).IsNull() {
+	if v, ok := news["name"]; !ok || kit.Unsecret(v).IsNull() {
 		fail("name", "missing required property 'name'")
 	}
 	if t == container {
-		if v, ok := news["image"]; !ok || unsecret(v).IsNull() {
+		if v, ok := news["image"]; !ok || kit.Unsecret(v).IsNull() {
 			fail("image", "missing required property 'image'")
 		}
-		if r, _, unknown := stringProp(news, "restart"); !unknown && r != "" {
+		if r, _, unknown := kit.StringProp(news, "restart"); !unknown && r != "" {
 			switch r {
 			case "no", "on-failure", "always", "unless-stopped":
 			default:
 				fail("restart", "must be one of no, on-failure, always, unless-stopped")
 			}
 		}
-		if hc, ok := news["healthcheck"]; ok && !hc.ContainsUnknowns() && unsecret(hc).IsObject() {
+		if hc, ok := news["healthcheck"]; ok && !hc.ContainsUnknowns() && kit.Unsecret(hc).IsObject() {
 			for _, d := range []resource.PropertyKey{"interval", "timeout", "startPeriod"} {
-				if s, _, _ := stringProp(unsecret(hc).ObjectValue(), d); s != "" {
+				if s, _, _ := kit.StringProp(kit.Unsecret(hc).ObjectValue(), d); s != "" {
 					if _, err := time.ParseDuration(s); err != nil {
 						fail("healthcheck."+string(d), fmt.Sprintf("must be a duration such as 10s: %v", err))
 					}
@@ -314,64 +256,13 @@ func (p *dockerProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetOldInputs())
-	if err != nil {
-		return nil, err
-	}
-	if len(olds) == 0 {
-		if olds, err = unmarshal(req.GetOlds()); err != nil {
-			return nil, err
-		}
-	}
-	news, err := unmarshal(req.GetNews())
-	if err != nil {
-		return nil, err
-	}
-	var changed, repl []string
-	detailed := map[string]*pulumirpc.PropertyDiff{}
-	for _, k := range inputsOf(t) {
-		o, hasO := olds[k]
-		n, hasN := news[k]
-		if hasO && unsecret(o).IsNull() {
-			hasO = false
-		}
-		if hasN && unsecret(n).IsNull() {
-			hasN = false
-		}
-		if !hasO && !hasN {
-			continue
-		}
-		if hasO && hasN && !n.ContainsUnknowns() && unsecret(o).DeepEquals(unsecret(n)) {
-			continue
-		}
-		kind := pulumirpc.PropertyDiff_UPDATE
-		switch {
-		case !hasO:
-			kind = pulumirpc.PropertyDiff_ADD
-		case !hasN:
-			kind = pulumirpc.PropertyDiff_DELETE
-		}
-		if replaces(t, k) {
-			repl = append(repl, string(k))
-			kind++ // ADD_REPLACE / DELETE_REPLACE / UPDATE_REPLACE
-		}
-		changed = append(changed, string(k))
-		detailed[string(k)] = &pulumirpc.PropertyDiff{Kind: kind, InputDiff: true}
-	}
-	sort.Strings(changed)
-	resp := &pulumirpc.DiffResponse{
-		Changes: pulumirpc.DiffResponse_DIFF_NONE, Diffs: changed, Replaces: repl,
-		DetailedDiff: detailed, HasDetailedDiff: true,
-	}
-	if len(changed) > 0 {
-		resp.Changes = pulumirpc.DiffResponse_DIFF_SOME
-	}
-	if t == container && len(repl) > 0 {
+	resp, err := kit.Diff(req, inputsOf(t), func(k resource.PropertyKey) bool { return replaces(t, k) })
+	if err == nil && t == container && len(resp.Replaces) > 0 {
 		// The container name is fixed: a create-before-delete would clash on it. The program
 		// sets deleteBeforeReplace; say so here too, as upstream does for named containers.
 		resp.DeleteBeforeReplace = true
 	}
-	return resp, nil
+	return resp, err
 }
 
 func (p *dockerProvider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*pulumirpc.CreateResponse, error) {
@@ -379,7 +270,7 @@ func (p *dockerProvider) Create(ctx context.Context, req *pulumirpc.CreateReques
 	if err != nil {
 		return nil, err
 	}
-	inputs, err := unmarshal(req.GetProperties())
+	inputs, err := kit.Unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -388,14 +279,14 @@ func (p *dockerProvider) Create(ctx context.Context, req *pulumirpc.CreateReques
 		if err != nil {
 			return nil, err
 		}
-		props, err := marshal(outs)
+		props, err := kit.Marshal(outs)
 		if err != nil {
 			return nil, err
 		}
 		return &pulumirpc.CreateResponse{Id: id, Properties: props}, nil
 	}
 	id, outs, createErr := p.createContainer(ctx, req.GetUrn(), inputs, req.GetPreview())
-	props, err := marshal(outs)
+	props, err := kit.Marshal(outs)
 	if err != nil {
 		return nil, err
 	}
@@ -418,11 +309,11 @@ func (p *dockerProvider) Update(ctx context.Context, req *pulumirpc.UpdateReques
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetOlds())
+	olds, err := kit.Unmarshal(req.GetOlds())
 	if err != nil {
 		return nil, err
 	}
-	news, err := unmarshal(req.GetNews())
+	news, err := kit.Unmarshal(req.GetNews())
 	if err != nil {
 		return nil, err
 	}
@@ -444,7 +335,7 @@ func (p *dockerProvider) Update(ctx context.Context, req *pulumirpc.UpdateReques
 			return nil, fmt.Errorf("updating the restart policy of container %s: %w", req.GetId(), err)
 		}
 	}
-	props, err := marshal(outs)
+	props, err := kit.Marshal(outs)
 	if err != nil {
 		return nil, err
 	}
@@ -456,7 +347,7 @@ func (p *dockerProvider) Delete(ctx context.Context, req *pulumirpc.DeleteReques
 	if err != nil {
 		return nil, err
 	}
-	olds, err := unmarshal(req.GetProperties())
+	olds, err := kit.Unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -466,11 +357,11 @@ func (p *dockerProvider) Delete(ctx context.Context, req *pulumirpc.DeleteReques
 	}
 	if t == remoteImage {
 		if boolProp(olds, "keepLocally", false) {
-			name, _, _ := stringProp(olds, "name")
+			name, _, _ := kit.StringProp(olds, "name")
 			p.log(ctx, diag.Info, req.GetUrn(), fmt.Sprintf("keepLocally: leaving image %s on the host", name))
 			return &emptypb.Empty{}, nil
 		}
-		name, _, _ := stringProp(olds, "name")
+		name, _, _ := kit.StringProp(olds, "name")
 		q := url.Values{}
 		if boolProp(olds, "forceRemove", false) {
 			q.Set("force", "true")
@@ -508,7 +399,7 @@ func (p *dockerProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (
 	if err != nil {
 		return nil, err
 	}
-	props, err := unmarshal(req.GetProperties())
+	props, err := kit.Unmarshal(req.GetProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -518,7 +409,7 @@ func (p *dockerProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (
 	}
 	var he *httpError
 	if t == remoteImage {
-		name, _, _ := stringProp(props, "name")
+		name, _, _ := kit.StringProp(props, "name")
 		var img imageInspect
 		if err := c.do(ctx, "GET", "/images/"+url.PathEscape(name)+"/json", nil, nil, &img); err != nil {
 			if errors.As(err, &he) && he.status == 404 {
@@ -541,7 +432,7 @@ func (p *dockerProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (
 			return &pulumirpc.ReadResponse{}, nil
 		}
 	}
-	out, err := marshal(props)
+	out, err := kit.Marshal(props)
 	if err != nil {
 		return nil, err
 	}
@@ -589,7 +480,7 @@ func splitRef(ref string) (string, string) {
 
 func (p *dockerProvider) createImage(ctx context.Context, urn string, inputs resource.PropertyMap, preview bool) (string, resource.PropertyMap, error) {
 	outs := inputs.Copy()
-	name, _, unknown := stringProp(inputs, "name")
+	name, _, unknown := kit.StringProp(inputs, "name")
 	if preview {
 		outs["imageId"] = resource.MakeComputed(resource.NewStringProperty(""))
 		outs["repoDigest"] = resource.MakeComputed(resource.NewStringProperty(""))
@@ -612,7 +503,7 @@ func (p *dockerProvider) createImage(ctx context.Context, urn string, inputs res
 		if tag != "" {
 			q.Set("tag", tag)
 		}
-		if plat, _, _ := stringProp(inputs, "platform"); plat != "" {
+		if plat, _, _ := kit.StringProp(inputs, "platform"); plat != "" {
 			q.Set("platform", plat)
 		}
 		if err := c.pull(ctx, q); err != nil {
@@ -645,7 +536,7 @@ type containerInspect struct {
 }
 
 func restartPolicy(m resource.PropertyMap) map[string]any {
-	r, _, _ := stringProp(m, "restart")
+	r, _, _ := kit.StringProp(m, "restart")
 	if r == "" {
 		r = "no"
 	}
@@ -657,7 +548,7 @@ func restartPolicy(m resource.PropertyMap) map[string]any {
 }
 
 func durationNs(m resource.PropertyMap, k resource.PropertyKey) int64 {
-	s, _, _ := stringProp(m, k)
+	s, _, _ := kit.StringProp(m, k)
 	if s == "" {
 		return 0
 	}
@@ -667,7 +558,7 @@ func durationNs(m resource.PropertyMap, k resource.PropertyKey) int64 {
 
 // containerBody renders the /containers/create request from known (unsecreted) inputs.
 func containerBody(in resource.PropertyMap) map[string]any {
-	image, _, _ := stringProp(in, "image")
+	image, _, _ := kit.StringProp(in, "image")
 	body := map[string]any{"Image": image}
 	hostConfig := map[string]any{"RestartPolicy": restartPolicy(in)}
 	if v := stringList(in, "command"); v != nil {
@@ -680,27 +571,27 @@ func containerBody(in resource.PropertyMap) map[string]any {
 		body["Env"] = v
 	}
 	for k, f := range map[resource.PropertyKey]string{"user": "User", "hostname": "Hostname", "stopSignal": "StopSignal"} {
-		if s, _, _ := stringProp(in, k); s != "" {
+		if s, _, _ := kit.StringProp(in, k); s != "" {
 			body[f] = s
 		}
 	}
 	if _, ok := in["stopTimeout"]; ok {
 		body["StopTimeout"] = intProp(in, "stopTimeout", 10)
 	}
-	if s, _, _ := stringProp(in, "networkMode"); s != "" {
+	if s, _, _ := kit.StringProp(in, "networkMode"); s != "" {
 		hostConfig["NetworkMode"] = s
 	}
 	labels := map[string]string{}
 	for _, l := range objectList(in, "labels") {
-		k, _, _ := stringProp(l, "label")
-		v, _, _ := stringProp(l, "value")
+		k, _, _ := kit.StringProp(l, "label")
+		v, _, _ := kit.StringProp(l, "value")
 		labels[k] = v
 	}
 	body["Labels"] = labels
 	exposed := map[string]any{}
 	bindings := map[string][]map[string]string{}
 	for _, pt := range objectList(in, "ports") {
-		proto, _, _ := stringProp(pt, "protocol")
+		proto, _, _ := kit.StringProp(pt, "protocol")
 		if proto == "" {
 			proto = "tcp"
 		}
@@ -709,7 +600,7 @@ func containerBody(in resource.PropertyMap) map[string]any {
 		// Upstream's default ip is 0.0.0.0 (all interfaces). Sent as "" (the API's own "all
 		// interfaces"): podman 4.x takes a literal "0.0.0.0" as a destination match in its DNAT
 		// rule (-d 0.0.0.0/32), so nothing published would ever be reachable.
-		ip, _, _ := stringProp(pt, "ip")
+		ip, _, _ := kit.StringProp(pt, "ip")
 		if ip == "0.0.0.0" {
 			ip = ""
 		}
@@ -725,11 +616,11 @@ func containerBody(in resource.PropertyMap) map[string]any {
 	}
 	var binds []string
 	for _, v := range objectList(in, "volumes") {
-		src, _, _ := stringProp(v, "hostPath")
+		src, _, _ := kit.StringProp(v, "hostPath")
 		if src == "" {
-			src, _, _ = stringProp(v, "volumeName")
+			src, _, _ = kit.StringProp(v, "volumeName")
 		}
-		dst, _, _ := stringProp(v, "containerPath")
+		dst, _, _ := kit.StringProp(v, "containerPath")
 		b := src + ":" + dst
 		if boolProp(v, "readOnly", false) {
 			b += ":ro"
@@ -739,8 +630,8 @@ func containerBody(in resource.PropertyMap) map[string]any {
 	if binds != nil {
 		hostConfig["Binds"] = binds
 	}
-	if hc, ok := in["healthcheck"]; ok && unsecret(hc).IsObject() {
-		h := unsecret(hc).ObjectValue()
+	if hc, ok := in["healthcheck"]; ok && kit.Unsecret(hc).IsObject() {
+		h := kit.Unsecret(hc).ObjectValue()
 		body["Healthcheck"] = map[string]any{
 			"Test":        stringList(h, "tests"),
 			"Interval":    durationNs(h, "interval"),
@@ -765,7 +656,7 @@ func (p *dockerProvider) createContainer(ctx context.Context, urn string, inputs
 	if err != nil {
 		return "", outs, err
 	}
-	name, _, _ := stringProp(inputs, "name")
+	name, _, _ := kit.StringProp(inputs, "name")
 	var created struct {
 		ID       string   `json:"Id"`
 		Warnings []string `json:"Warnings"`
@@ -978,51 +869,28 @@ func (c *engineClient) pull(ctx context.Context, q url.Values) error {
 // ---------------------------------------------------------------------------------------------
 // Property helpers.
 
-func unsecret(v resource.PropertyValue) resource.PropertyValue {
-	for v.IsSecret() {
-		v = v.SecretValue().Element
-	}
-	return v
-}
-
-// stringProp returns m[k] as a string, whether it was secret, and whether it is unknown.
-func stringProp(m resource.PropertyMap, k resource.PropertyKey) (string, bool, bool) {
-	v, ok := m[k]
-	if !ok {
-		return "", false, false
-	}
-	if v.ContainsUnknowns() {
-		return "", v.ContainsSecrets(), true
-	}
-	u := unsecret(v)
-	if !u.IsString() {
-		return "", v.IsSecret(), false
-	}
-	return u.StringValue(), v.IsSecret(), false
-}
-
 func boolProp(m resource.PropertyMap, k resource.PropertyKey, def bool) bool {
-	if v, ok := m[k]; ok && unsecret(v).IsBool() {
-		return unsecret(v).BoolValue()
+	if v, ok := m[k]; ok && kit.Unsecret(v).IsBool() {
+		return kit.Unsecret(v).BoolValue()
 	}
 	return def
 }
 
 func intProp(m resource.PropertyMap, k resource.PropertyKey, def int) int {
-	if v, ok := m[k]; ok && unsecret(v).IsNumber() {
-		return int(unsecret(v).NumberValue())
+	if v, ok := m[k]; ok && kit.Unsecret(v).IsNumber() {
+		return int(kit.Unsecret(v).NumberValue())
 	}
 	return def
 }
 
 func stringList(m resource.PropertyMap, k resource.PropertyKey) []string {
 	v, ok := m[k]
-	if !ok || !unsecret(v).IsArray() {
+	if !ok || !kit.Unsecret(v).IsArray() {
 		return nil
 	}
 	out := []string{}
-	for _, e := range unsecret(v).ArrayValue() {
-		if s := unsecret(e); s.IsString() {
+	for _, e := range kit.Unsecret(v).ArrayValue() {
+		if s := kit.Unsecret(e); s.IsString() {
 			out = append(out, s.StringValue())
 		}
 	}
@@ -1031,12 +899,12 @@ func stringList(m resource.PropertyMap, k resource.PropertyKey) []string {
 
 func objectList(m resource.PropertyMap, k resource.PropertyKey) []resource.PropertyMap {
 	v, ok := m[k]
-	if !ok || !unsecret(v).IsArray() {
+	if !ok || !kit.Unsecret(v).IsArray() {
 		return nil
 	}
 	var out []resource.PropertyMap
-	for _, e := range unsecret(v).ArrayValue() {
-		if o := unsecret(e); o.IsObject() {
+	for _, e := range kit.Unsecret(v).ArrayValue() {
+		if o := kit.Unsecret(e); o.IsObject() {
 			out = append(out, o.ObjectValue())
 		}
 	}

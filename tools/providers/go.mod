@@ -1,10 +1,11 @@
-module progressdb-upgrades/tools/command-provider
+module progressdb-upgrades/tools/providers
 
 go 1.25.11
 
 require (
 	github.com/pulumi/pulumi/sdk/v3 v3.259.0
 	golang.org/x/crypto v0.54.0
+	google.golang.org/grpc v1.82.1
 	google.golang.org/protobuf v1.36.11
 )
 
@@ -113,7 +114,6 @@ require (
 	golang.org/x/tools v0.47.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260414002931-afd174a4e478 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260414002931-afd174a4e478 // indirect
-	google.golang.org/grpc v1.82.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
 	lukechampine.com/frand v1.4.2 // indirect
 )
