@@ -3,19 +3,21 @@
 import * as pulumi from "@pulumi/pulumi";
 import { downgradeProblem } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
-import { ProgressDb } from "./components/progressDb";
+import { KeptData, ProgressDb } from "./components/progressDb";
 
 export = async () => {
   const { settings, secrets } = loadStackConfig();
 
-  // The version this stack last deployed (its own `version` output): checked
-  // before any resource exists, so a refused downgrade touches nothing.
+  // What this stack last deployed (its own outputs): checked before any
+  // resource exists, so a refused downgrade touches nothing.
   const self = new pulumi.StackReference(`${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`);
   const deployed = (await self.getOutputValue("version")) as string | undefined;
-  const problem = downgradeProblem(settings.version, deployed, settings);
-  if (problem) throw new pulumi.RunError(problem);
+  const keptData = (await self.getOutputValue("keptData")) as KeptData | undefined;
+  const guard = downgradeProblem(settings.version, deployed, settings, keptData);
+  if (guard?.refusal) throw new pulumi.RunError(guard.refusal);
+  if (guard?.warning) pulumi.log.warn(guard.warning);
 
-  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack() });
+  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed || undefined, previousKeptData: keptData });
   return {
     version: db.version,
     previousVersion: db.previousVersion,
@@ -23,6 +25,9 @@ export = async () => {
     backupSha256: db.backupSha256,
     backupSize: db.backupSize,
     healthStatus: db.healthStatus,
+    versionProof: db.versionProof,
+    dataContinuity: db.dataContinuity,
+    keptData: db.keptData,
     imageRef: db.imageRef,
     previousImageRef: db.previousImageRef,
   };

@@ -38,7 +38,7 @@ export class Backup extends pulumi.ComponentResource {
         connection: args.connection,
         script: renderBackupScript(args),
         stdin: args.stdin,
-        triggers: [args.version],
+        triggers: [args.runKey],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

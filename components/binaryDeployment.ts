@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { InstallParams, renderInstallScript } from "./hostScripts";
+import { InstallParams, InstallResult, renderInstallScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The install script's parameters, and how to reach the host. */
@@ -10,6 +10,11 @@ export interface BinaryDeploymentArgs extends InstallParams, HostAccess {
    * backup (e.g. after a failed upgrade) would leave the service stopped.
    */
   serviceStoppedBy?: pulumi.Input<string>;
+  /**
+   * A digest of the service's config and unit settings: a change restarts the
+   * service on the same release, with the version proof, and no backup.
+   */
+  settingsDigest: pulumi.Input<string>;
 }
 
 /**
@@ -21,6 +26,8 @@ export class BinaryDeployment extends pulumi.ComponentResource {
   public readonly version: pulumi.Output<string>;
   /** The version that ran before this install ("" on a first install). */
   public readonly previousVersion: pulumi.Output<string>;
+  /** How the install proved the version answers (the 0.1.x proof is the listening binary's identity). */
+  public readonly proof: pulumi.Output<string>;
   /** Changes whenever the install step re-runs; the health check keys on it. */
   public readonly deploymentId: pulumi.Output<string>;
 
@@ -31,14 +38,16 @@ export class BinaryDeployment extends pulumi.ComponentResource {
       {
         connection: args.connection,
         script: renderInstallScript(args),
+        // (stdin carries the rendered config: its digest is in the triggers.)
         stdin: args.stdin,
-        triggers: [args.version, args.serviceStoppedBy ?? ""],
+        triggers: [args.version, args.serviceStoppedBy ?? "", args.settingsDigest],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = scriptResult<{ version: string; previousVersion: string }>(install);
+    const result = scriptResult<InstallResult>(install);
     this.version = result.version;
     this.previousVersion = result.previousVersion;
+    this.proof = result.proof;
     this.deploymentId = install.id;
     this.registerOutputs({ version: this.version, previousVersion: this.previousVersion, deploymentId: this.deploymentId });
   }

@@ -2,6 +2,7 @@
 // here, so every rejection is unit-tested without mocks. index.ts feeds it the
 // raw values and whether each secret key is present and stored encrypted.
 import { z } from "zod";
+import { familyOf } from "./releases";
 
 export const PROJECT = "progressdb";
 
@@ -10,6 +11,9 @@ export const SECRET_KEYS = [
   "sshPrivateKey",
   "kmsMasterKeyHex",
   "apiKey",
+  "adminApiKey",
+  "frontendApiKey",
+  "signingKey",
   "s3AccessKeyId",
   "s3SecretAccessKey",
 ] as const;
@@ -21,6 +25,7 @@ export const PLAIN_KEYS = [
   "version",
   "deployment",
   "storage",
+  "service",
   "kms",
   "backup",
   "health",
@@ -37,13 +42,13 @@ export interface RawConfig {
 const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$/;
 
 const versionSchema = z
-  .string({ error: "must be a string such as \"0.2.0\"" })
+  .string({ error: "must be a string such as \"0.2.1\"" })
   .transform((v) => v.trim().replace(/^v/, ""))
   .refine((v) => v !== "latest", {
     error: "\"latest\" is not allowed: pin an exact release so the upgrade is reviewable and repeatable",
   })
   .refine((v) => v === "latest" || SEMVER.test(v), {
-    error: "must be an exact semver release such as \"0.2.0\"",
+    error: "must be an exact semver release such as \"0.2.1\"",
   });
 
 const nonEmpty = z.string().trim().min(1, { error: "must not be empty" });
@@ -186,6 +191,26 @@ const healthSchema = z.strictObject({
   smokeTest: z.boolean({ error: "must be true or false" }).default(false),
   /** When the new version never becomes ready within timeoutSeconds, the install puts the previous release back. */
   autoRevert: z.boolean({ error: "must be true or false" }).default(true),
+  /**
+   * The new version must serve the data the old one served (stats and a sample of threads, read
+   * through the API with adminApiKey/apiKey). On by default when adminApiKey is set.
+   */
+  dataContinuity: z.boolean({ error: "must be true or false" }).default(true),
+});
+
+/** Settings of the service's own config file, which the program renders per release family. */
+const serviceSchema = z.strictObject({
+  rateLimit: z
+    .strictObject({ rps: positiveInt.default(100), burst: positiveInt.default(200) })
+    .default({ rps: 100, burst: 200 }),
+  /** Largest request body (0.2.x), a size string such as "100KB" or "1MB". */
+  maxPayloadSize: z
+    .string()
+    .regex(/^[1-9]\d*(B|KB|MB)$/, { error: "must be a size such as \"100KB\" or \"1MB\"" })
+    .default("100KB"),
+  /** Message fields encrypted at rest with the embedded KMS key, e.g. ["body"]. */
+  encryptFields: z.array(z.string().regex(/^[a-z_][a-z0-9_.]*$/, { error: "must be a field path such as \"body\"" })).default([]),
+  logLevel: z.enum(["debug", "info", "warn", "error"], { error: "must be debug, info, warn or error" }).default("info"),
 });
 
 const restoreSchema = z.strictObject({
@@ -203,6 +228,7 @@ const settingsSchema = z.object({
   version: versionSchema,
   deployment: deploymentSchema,
   storage: storageSchema.default(storageSchema.parse({})),
+  service: serviceSchema.default(serviceSchema.parse({})),
   kms: kmsSchema.default(kmsSchema.parse({})),
   backup: backupSchema,
   health: healthSchema,
@@ -235,7 +261,7 @@ export class ConfigError extends Error {
 }
 
 const REQUIRED_HINT: Partial<Record<PlainKey, string>> = {
-  version: "pulumi config set progressdb:version 0.2.0",
+  version: "pulumi config set progressdb:version 0.2.1",
   deployment: "pulumi config set --path progressdb:deployment.mode binary",
   backup: "pulumi config set --path progressdb:backup.bucket <bucket-name>",
   health: "pulumi config set --path progressdb:health.url http://<host>:8080",
@@ -265,8 +291,24 @@ function secretProblems(raw: RawConfig, s: Parsed): string[] {
       `pulumi config set --secret ${PROJECT}:kmsMasterKeyHex < master-key.hex`,
     );
   }
-  if (s.health.smokeTest) {
-    need("apiKey", "when health.smokeTest is true (a backend API key)", `pulumi config set --secret ${PROJECT}:apiKey < api-key.txt`);
+  const managed = s.deployment.mode === "container" || !s.deployment.binary.configFile;
+  const why = (what: string) =>
+    managed ? `: it goes into the service config the program writes (${what})` : `when health.smokeTest is true (${what})`;
+  if (managed || s.health.smokeTest) {
+    need("apiKey", why("the backend API key; the smoke test and continuity reads use it"), `pulumi config set --secret ${PROJECT}:apiKey < backend-key.txt`);
+  }
+  if (managed) {
+    need("adminApiKey", why("the admin API key; the data-continuity gate reads /admin/stats with it"), `pulumi config set --secret ${PROJECT}:adminApiKey < admin-key.txt`);
+    if (!s.version.startsWith("0.1.")) {
+      need(
+        "signingKey",
+        `when version is ${s.version}: 0.2.x will not start without a signing key (server.api_keys.signing)`,
+        `pulumi config set --secret ${PROJECT}:signingKey < signing-key.txt`,
+      );
+    }
+  }
+  if (s.service.encryptFields.length > 0 && s.kms.mode !== "embedded") {
+    problems.push(`${PROJECT}:service.encryptFields needs kms.mode "embedded" (the fields are encrypted with kmsMasterKeyHex) — set it with: pulumi config set --path ${PROJECT}:kms.mode embedded`);
   }
   const hasId = raw.secrets.s3AccessKeyId !== "absent";
   const hasSecret = raw.secrets.s3SecretAccessKey !== "absent";
@@ -325,24 +367,52 @@ export function compareVersions(a: string, b: string): number {
   return x.pre < y.pre ? -1 : 1;
 }
 
+/** What the downgrade guard says: a refusal stops the update before any resource exists; a warning is shown and it goes on. */
+export interface GuardVerdict {
+  refusal?: string;
+  warning?: string;
+}
+
 /**
- * Why going from `deployed` to `requested` needs the operator's say-so, or
- * undefined when it doesn't (not a downgrade, a restore is requested, or the
- * override is set).
+ * Whether going from `deployed` to `requested` needs the operator's say-so.
+ * Within a release family the data format is the same: a plain downgrade
+ * needs allowDowngrade (or a restore). Back across the 0.1 → 0.2 data format,
+ * the data the migration kept is the way back: the version line alone does
+ * it, with a warning that writes made since are not in it; without kept data
+ * only a restore of the pre-upgrade backup can.
  */
 export function downgradeProblem(
   requested: string,
   deployed: string | undefined,
   s: Pick<Settings, "allowDowngrade" | "restore">,
-): string | undefined {
+  kept?: { path: string; version: string; at: string },
+): GuardVerdict | undefined {
   if (!deployed || compareVersions(requested, deployed) >= 0) return undefined;
-  if (s.allowDowngrade || s.restore.backup) return undefined;
-  return (
-    `${PROJECT}:version ${requested} is lower than the deployed ${deployed}. ProgressDB 0.2+ migrates its data on start ` +
-    `and an older binary may refuse to open migrated data, so swapping the binary back can leave the instance down. Either:\n` +
-    `  - restore the backup taken before the upgrade to ${deployed} and run ${requested} on it:\n` +
-    `      pulumi config set --path ${PROJECT}:restore.backup before:${deployed}\n` +
-    `  - or, if no data migration happened between ${requested} and ${deployed}, allow the plain downgrade:\n` +
-    `      pulumi config set ${PROJECT}:allowDowngrade true`
-  );
+  if (s.restore.backup) return undefined;
+  const restore = `      pulumi config set --path ${PROJECT}:restore.backup before:${deployed}`;
+  if (familyOf(requested).dataLayout !== familyOf(deployed).dataLayout) {
+    if (kept && kept.version === requested && kept.path) {
+      return {
+        warning:
+          `${PROJECT}:version ${requested} is a rollback across the data format: ${requested} will run on its own data, kept at ${kept.path} ` +
+          `when ${deployed} was installed (${kept.at}). Writes made after ${kept.at} are NOT in it (they stay in the ${deployed} data, moved aside). ` +
+          `To keep them, restore instead:\n${restore}`,
+      };
+    }
+    return {
+      refusal:
+        `${PROJECT}:version ${requested} is lower than the deployed ${deployed} and on the other side of the 0.1 → 0.2 data format: ` +
+        `${requested} cannot read the data ${deployed} wrote, and no data was kept from before the upgrade. ` +
+        `Restore the backup taken before the upgrade to ${deployed} and run ${requested} on it:\n${restore}`,
+    };
+  }
+  if (s.allowDowngrade) return undefined;
+  return {
+    refusal:
+      `${PROJECT}:version ${requested} is lower than the deployed ${deployed}. Both read the same data format, but ${deployed} may have written ` +
+      `data ${requested} does not expect. Either:\n` +
+      `  - restore the backup taken before the upgrade to ${deployed} and run ${requested} on it:\n${restore}\n` +
+      `  - or allow the plain downgrade (the data stays as it is):\n` +
+      `      pulumi config set ${PROJECT}:allowDowngrade true`,
+  };
 }

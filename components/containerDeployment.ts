@@ -1,6 +1,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { Settings } from "./config";
+import { HostParams, renderConfigureScript } from "./hostScripts";
+import { HostAccess, hostCommand } from "./hostCommand";
 
 type ContainerSettings = NonNullable<Settings["deployment"]["container"]>;
 
@@ -11,12 +13,14 @@ export const CONTAINER_DB_PATH = "/data/progressdb";
 export const VERSION_LABEL = "progressdb.version";
 /** The label holding the run of the backup that stopped the previous container (a new one re-creates it). */
 export const BACKUP_RUN_LABEL = "progressdb.backup-run";
+/** The label holding the digest of the config the container was created with (a new one re-creates it). */
+export const SETTINGS_LABEL = "progressdb.settings";
 /** The label holding the image reference the container was created from. */
 export const IMAGE_LABEL = "progressdb.image";
 
-/** `image:version`, or `image@digest` when a digest pins it. */
-export function imageRef(c: Pick<ContainerSettings, "image" | "digest">, version: string): string {
-  return c.digest ? `${c.image}@${c.digest}` : `${c.image}:${version}`;
+/** `image:tag` (the release family's tag for the version, e.g. `v0.2.1`), or `image@digest` when a digest pins it. */
+export function imageRef(c: Pick<ContainerSettings, "image" | "digest">, tag: string): string {
+  return c.digest ? `${c.image}@${c.digest}` : `${c.image}:${tag}`;
 }
 
 /**
@@ -25,15 +29,17 @@ export function imageRef(c: Pick<ContainerSettings, "image" | "digest">, version
  * is unknown or the same). A digest pins only the current version, so the
  * previous one is named by its tag.
  */
-export function previousImageRef(c: Pick<ContainerSettings, "image">, version: string, previousVersion: string | undefined): string {
+export function previousImageRef(c: Pick<ContainerSettings, "image">, version: string, previousVersion: string | undefined, tagOf: (v: string) => string): string {
   const prev = (previousVersion ?? "").trim();
   if (prev === "" || prev === "unknown" || prev === version) return "";
-  return `${c.image}:${prev}`;
+  return `${c.image}:${tagOf(prev)}`;
 }
 
 export interface ContainerImageArgs {
   container: ContainerSettings;
   version: string;
+  /** The image tag of the version (the real images are tagged `v<version>`). */
+  tag: string;
 }
 
 /**
@@ -55,7 +61,7 @@ export class ContainerImage extends pulumi.ComponentResource {
     this.provider = new docker.Provider(`${name}-docker`, { host: args.container.dockerHost }, { parent: this });
     const image = new docker.RemoteImage(
       `${name}-pull`,
-      { name: imageRef(args.container, args.version), keepLocally: true },
+      { name: imageRef(args.container, args.tag), keepLocally: true },
       { parent: this, provider: this.provider, dependsOn: opts?.dependsOn },
     );
     this.ref = image.name;
@@ -65,14 +71,18 @@ export class ContainerImage extends pulumi.ComponentResource {
   }
 }
 
-export interface ContainerDeploymentArgs {
+export interface ContainerDeploymentArgs extends Omit<HostAccess, "stdin"> {
   container: ContainerSettings;
   image: ContainerImage;
   version: string;
-  /** Host directory bind-mounted at /data (the db lives in /data/progressdb, config at /data/config.yaml). */
-  hostDataDir: string;
-  /** Embedded-KMS master key, passed as container env (a secret). */
-  kmsMasterKeyHex?: pulumi.Input<string>;
+  /** The host's paths; `dbPath` is the directory bind-mounted at /data (db in /data/progressdb, config at /data/config.yaml). */
+  host: HostParams;
+  /** The rendered service config (a secret): written to /data/config.yaml, never into the container's environment. */
+  configText: pulumi.Input<string>;
+  /** Digest of the config: a change re-creates the container on the new config. */
+  settingsDigest: pulumi.Input<string>;
+  /** The image tag of a version, for `previousImageRef`. */
+  tagOf: (version: string) => string;
   /**
    * The version the host ran before this deployment (the Backup's `fromVersion`),
    * for the `previousImageRef` output. Defaults to "" (unknown: no previous image named).
@@ -109,41 +119,55 @@ export class ContainerDeployment extends pulumi.ComponentResource {
   public readonly imageId: pulumi.Output<string>;
   /** The image the previous version ran (kept on the host); "" when there was none. */
   public readonly previousImageRef: pulumi.Output<string>;
+  /** The version the host ran before ("" when unknown). */
+  public readonly previousVersion: pulumi.Output<string>;
+  /** What runs: the container, its image and version label (the version proof where the release has no /readyz). */
+  public readonly proof: pulumi.Output<string>;
   /** The container name on the host (for `docker logs`, `docker stop`). */
   public readonly containerName: pulumi.Output<string>;
 
   constructor(name: string, args: ContainerDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:deploy:ContainerDeployment", name, {}, opts);
     const c = args.container;
-    const plainEnv = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
-    const envs = args.kmsMasterKeyHex
-      ? pulumi.secret(pulumi.output(args.kmsMasterKeyHex).apply((key) => [...plainEnv, `PROGRESSDB_KMS_MASTER_KEY_HEX=${key}`]))
-      : plainEnv;
+    const configure = hostCommand(
+      `${name}-config`,
+      {
+        connection: args.connection,
+        script: renderConfigureScript(args.host),
+        stdin: pulumi.output(args.configText).apply((text) => `PDB_SERVICE_CONFIG_B64=${Buffer.from(text, "utf8").toString("base64")}\n`),
+        triggers: [args.version, args.settingsDigest, args.serviceStoppedBy ?? ""],
+      },
+      { parent: this, dependsOn: opts?.dependsOn },
+    );
     const container = new docker.Container(
       `${name}-container`,
       {
         name: c.name,
         image: args.image.imageId,
-        command: ["--db", CONTAINER_DB_PATH, "--addr", "0.0.0.0:8080"],
-        envs,
+        // Both families read the rendered file (0.1.x has flags too, but a file keeps one source).
+        command: ["--config", `${CONTAINER_DATA_DIR}/config.yaml`],
+        envs: Object.entries(c.env).map(([k, v]) => `${k}=${v}`),
         ports: c.ports.map((p) => ({ internal: p.internal, external: p.external })),
-        volumes: [{ hostPath: args.hostDataDir, containerPath: CONTAINER_DATA_DIR }],
+        volumes: [{ hostPath: args.host.dbPath, containerPath: CONTAINER_DATA_DIR }],
         restart: c.restart,
         healthcheck:
           c.healthcheck.length > 0 ? { tests: c.healthcheck, interval: "10s", timeout: "3s", retries: 3, startPeriod: "20s" } : undefined,
         labels: [
           { label: VERSION_LABEL, value: args.version },
-          { label: IMAGE_LABEL, value: imageRef(c, args.version) },
+          { label: IMAGE_LABEL, value: args.image.ref },
           { label: BACKUP_RUN_LABEL, value: args.serviceStoppedBy ?? "" },
+          { label: SETTINGS_LABEL, value: args.settingsDigest },
         ],
       },
-      { parent: this, provider: args.image.provider, deleteBeforeReplace: true, dependsOn: opts?.dependsOn },
+      { parent: this, provider: args.image.provider, deleteBeforeReplace: true, dependsOn: [configure] },
     );
     this.version = pulumi.output(args.version);
     this.deploymentId = container.id;
     this.imageRef = args.image.ref;
     this.imageId = args.image.imageId;
-    this.previousImageRef = pulumi.output(args.previousVersion ?? "").apply((prev) => previousImageRef(c, args.version, prev));
+    this.previousImageRef = pulumi.output(args.previousVersion ?? "").apply((prev) => previousImageRef(c, args.version, prev, args.tagOf));
+    this.previousVersion = pulumi.output(args.previousVersion ?? "");
+    this.proof = pulumi.interpolate`container ${container.name} (${container.id}) runs ${args.image.ref} (${args.image.imageId}), labelled progressdb.version=${args.version}`;
     this.containerName = container.name;
     this.registerOutputs({
       version: this.version,

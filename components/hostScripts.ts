@@ -72,15 +72,25 @@ export interface HostSecrets {
   awsAccessKeyId?: string;
   awsSecretAccessKey?: string;
   awsSessionToken?: string;
-  kmsMasterKeyHex?: string;
+  /** The service's rendered config file (install), sent base64-encoded. */
+  serviceConfig?: string;
+  /** The old release's encryption key, for prgcli migrate (migrate). */
+  oldEncryptionKey?: string;
 }
 
 export interface PreflightParams {
   host: HostParams;
   version: string;
+  /** The release archive; "" in container mode (the image is pulled instead). */
   artifactUrl: string;
   checksumsUrl: string;
   archiveName: string;
+  /** The data layout the target release reads (its family's). */
+  targetLayout: "root" | "store";
+  /** The target release's migration tool, staged when the data must cross layouts. */
+  migrationTool?: { url: string; archiveName: string };
+  /** How to check an operator-managed config file (host.configFile) for the target family. */
+  operatorConfig?: { dbPathKey: string; requiredKeys: readonly string[] };
   /** Pinned sha256 of the archive; when set, checksums.txt is not downloaded. */
   sha256?: string;
   minFreeMb: number;
@@ -91,6 +101,8 @@ export interface PreflightParams {
 export interface BackupParams {
   host: HostParams;
   version: string;
+  /** One per upgrade (version + restore request): a re-run with the same key repeats the recorded result and stops nothing. */
+  runKey: string;
   stack: string;
   s3: S3Params;
   /** gzip level 1-9. Defaults to 6. */
@@ -111,7 +123,37 @@ export interface InstallParams {
   autoRevertSeconds: number;
   /** The pre-upgrade backup, quoted in failure messages. */
   backupUri?: string;
+  /** The data layout this release reads: a rollback to a "root" release runs on the data a migration kept. */
+  targetLayout: "root" | "store";
 }
+
+export interface MigrateParams {
+  host: HostParams;
+  version: string;
+  /** The verified prgcli archive the preflight staged. */
+  toolArchive: string;
+  /** Threads the old version served before the upgrade (the data snapshot), when known. */
+  expectThreads?: number;
+  /** One per upgrade, as for the backup. */
+  runKey: string;
+}
+
+export interface FinalizeParams {
+  host: HostParams;
+  version: string;
+  /** The version the install replaced ("" on a first install). */
+  previousVersion: string;
+  /** The HealthCheck's continuity verdict: "passed", "failed" or "skipped: <why>". */
+  continuity: string;
+  /** What the gate found, when it failed. */
+  finding: string;
+  healthUrl: string;
+}
+
+/** Output of the migration (stdout JSON). */
+export type MigrateResult =
+  | { migrated: true; kept: string; from: string; to: string; threads: number; messages: number; at: string }
+  | { migrated: false; layout: string; from: string; to: string };
 
 export interface RestoreParams {
   host: HostParams;
@@ -131,6 +173,12 @@ export interface PreflightResult {
   archive: string;
   sha256: string;
   reused: boolean;
+  /** What the data dir held: "empty", "root" (0.1.x) or "store" (0.2.x). */
+  layout: string;
+  /** "start" (the target reads the data as it is), "migrate" (offline migration first) or "swap-back" (rollback onto kept data). */
+  plan: "start" | "migrate" | "swap-back";
+  /** The staged migration tool archive ("" unless plan is migrate). */
+  tool: string;
 }
 /** Output of the backup (stdout JSON). */
 export type BackupResult =
@@ -148,6 +196,8 @@ export interface RestoreResult {
 export interface InstallResult {
   version: string;
   previousVersion: string;
+  /** How the install proved the version answers: `/readyz reports "v0.2.1"`, or the listening binary's identity. */
+  proof: string;
 }
 
 // ---------------------------------------------------------------------------
@@ -241,7 +291,7 @@ function scriptsDir(): string {
 }
 
 /** Reads a script and inlines lib.sh in place of the `# @inline lib.sh` line. */
-type ScriptName = "preflight.sh" | "backup.sh" | "install.sh" | "restore.sh";
+type ScriptName = "preflight.sh" | "backup.sh" | "migrate.sh" | "install.sh" | "finalize.sh" | "restore.sh" | "configure.sh";
 
 export function loadScript(name: ScriptName): string {
   const cached = scriptCache.get(name);
@@ -287,8 +337,11 @@ function render(name: ScriptName, params: Record<string, ParamValue>): string {
 /** Host parameters each script uses (others are left out of its header). */
 const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
   "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
-  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
-  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "configure.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_NAME", "PDB_SERVICE_MANAGER"],
+  "finalize.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
 };
 
@@ -331,10 +384,9 @@ export function renderSecretsStdin(s: HostSecrets): string {
   add("AWS_ACCESS_KEY_ID", s.awsAccessKeyId);
   add("AWS_SECRET_ACCESS_KEY", s.awsSecretAccessKey);
   add("AWS_SESSION_TOKEN", s.awsSessionToken);
-  if (s.kmsMasterKeyHex !== undefined && s.kmsMasterKeyHex !== "") {
-    if (!/^[0-9a-fA-F]+$/.test(s.kmsMasterKeyHex)) throw new Error("kmsMasterKeyHex must be hexadecimal");
-  }
-  add("PROGRESSDB_KMS_MASTER_KEY_HEX", s.kmsMasterKeyHex);
+  if (s.serviceConfig !== undefined) add("PDB_SERVICE_CONFIG_B64", Buffer.from(s.serviceConfig, "utf8").toString("base64"));
+  if (s.oldEncryptionKey !== undefined && !/^[0-9a-fA-F]{64}$/.test(s.oldEncryptionKey)) throw new Error("oldEncryptionKey must be 64 hex characters");
+  add("PDB_OLD_ENCRYPTION_KEY", s.oldEncryptionKey);
   return lines.length ? `${lines.join("\n")}\n` : "";
 }
 
@@ -345,9 +397,17 @@ export function renderSecretsStdin(s: HostSecrets): string {
 export function renderPreflightScript(p: PreflightParams): string {
   validateHost(p.host);
   validateVersion("version", p.version);
-  check(/^[A-Za-z0-9._+-]+$/.test(p.archiveName), `archiveName must be a file name, got ${JSON.stringify(p.archiveName)}`);
-  check(/^(https?|file):\/\/\S+$/.test(p.artifactUrl), `artifactUrl must be a URL, got ${JSON.stringify(p.artifactUrl)}`);
-  if (p.sha256 === undefined) {
+  const fileName = /^[A-Za-z0-9._+-]+$/;
+  const url = /^(https?|file):\/\/\S+$/;
+  if (p.artifactUrl !== "") {
+    check(fileName.test(p.archiveName), `archiveName must be a file name, got ${JSON.stringify(p.archiveName)}`);
+    check(url.test(p.artifactUrl), `artifactUrl must be a URL, got ${JSON.stringify(p.artifactUrl)}`);
+  }
+  if (p.migrationTool) {
+    check(fileName.test(p.migrationTool.archiveName), `migration tool archive must be a file name, got ${JSON.stringify(p.migrationTool.archiveName)}`);
+    check(url.test(p.migrationTool.url), `migration tool URL must be a URL, got ${JSON.stringify(p.migrationTool.url)}`);
+  }
+  if (p.sha256 === undefined || p.migrationTool) {
     check(/^(https?|file):\/\/\S+$/.test(p.checksumsUrl), `checksumsUrl must be a URL when sha256 is not pinned, got ${JSON.stringify(p.checksumsUrl)}`);
   } else {
     check(/^[0-9a-fA-F]{64}$/.test(p.sha256), "sha256 must be 64 hex characters");
@@ -363,6 +423,12 @@ export function renderPreflightScript(p: PreflightParams): string {
     PDB_SHA256: p.sha256,
     PDB_MIN_FREE_MB: p.minFreeMb,
     ...s3Vars(p.s3, false),
+    PDB_LISTEN_ADDR: p.host.listenAddr,
+    PDB_TARGET_LAYOUT: p.targetLayout,
+    PDB_TOOL_URL: p.migrationTool?.url,
+    PDB_TOOL_ARCHIVE: p.migrationTool?.archiveName,
+    PDB_CFG_DB_KEY: p.operatorConfig?.dbPathKey,
+    PDB_CFG_REQUIRED: p.operatorConfig?.requiredKeys.join(" "),
   });
 }
 
@@ -377,6 +443,7 @@ export function renderBackupScript(p: BackupParams): string {
   validateVersion("version", p.version);
   check(/^[A-Za-z0-9._-]+$/.test(p.stack), `stack must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.stack)}`);
   validateS3(p.s3);
+  check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
   const gzipLevel = p.gzipLevel ?? 6;
   checkInt("gzipLevel", gzipLevel, 1, 9);
   return render("backup.sh", {
@@ -385,6 +452,7 @@ export function renderBackupScript(p: BackupParams): string {
     PDB_STACK: p.stack,
     ...s3Vars(p.s3, true),
     PDB_GZIP_LEVEL: gzipLevel,
+    PDB_RUN_KEY: p.runKey,
     PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
   });
 }
@@ -439,6 +507,45 @@ export function renderInstallScript(p: InstallParams): string {
     PDB_HEALTH_URL: p.healthUrl.replace(/\/+$/, ""),
     PDB_AUTO_REVERT_SECONDS: p.autoRevertSeconds,
     PDB_BACKUP_URI: p.backupUri,
+    PDB_TARGET_LAYOUT: p.targetLayout,
+  });
+}
+
+/** Migrate: the offline 0.1.x → 0.2.x crossing with prgcli, old data kept. Stdout: {@link MigrateResult}. */
+export function renderMigrateScript(p: MigrateParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  checkAbsolute("toolArchive", p.toolArchive);
+  if (p.expectThreads !== undefined) checkInt("expectThreads", p.expectThreads, 0);
+  return render("migrate.sh", {
+    ...hostVars("migrate.sh", p.host),
+    PDB_VERSION: p.version,
+    PDB_TOOL_ARCHIVE: p.toolArchive,
+    PDB_EXPECT_THREADS: p.expectThreads,
+    PDB_RUN_KEY: p.runKey,
+  });
+}
+
+/** Configure (container mode): the rendered config into the data mount, owned by the image's uid. */
+export function renderConfigureScript(host: HostParams, uid = 1000): string {
+  validateHost(host);
+  checkInt("uid", uid, 0, 2 ** 31);
+  return render("configure.sh", { ...hostVars("configure.sh", host), PDB_UID: uid });
+}
+
+/** Finalize: commit the upgrade, or revert it when the continuity gate failed. */
+export function renderFinalizeScript(p: FinalizeParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  if (p.previousVersion !== "") validateVersion("previousVersion", p.previousVersion);
+  check(!/[\0]/.test(p.finding), "finding must not contain NUL");
+  return render("finalize.sh", {
+    ...hostVars("finalize.sh", p.host),
+    PDB_VERSION: p.version,
+    PDB_PREVIOUS_VERSION: p.previousVersion,
+    PDB_CONTINUITY: p.continuity,
+    PDB_FINDING: p.finding.replace(/[\r\n]+/g, " "),
+    PDB_HEALTH_URL: p.healthUrl.replace(/\/+$/, ""),
   });
 }
 
@@ -457,8 +564,7 @@ function systemdPath(value: string): string {
 /** The systemd unit the install writes to `<systemdUnitDir>/<serviceName>.service`. */
 export function renderSystemdUnit(host: HostParams): string {
   validateHost(host);
-  const args = [`${host.installDir}/current/progressdb`, "--db", host.dbPath, "--addr", host.listenAddr];
-  if (host.configFile) args.push("--config", host.configFile);
+  const args = [`${host.installDir}/current/progressdb`, "--config", host.configFile ?? `${host.installDir}/current/config.yaml`];
   const stop = host.stopTimeoutSeconds ?? 30;
   return [
     "# Managed by progressdb-upgrades (install.sh) — local edits are overwritten on the next upgrade.",
@@ -470,8 +576,9 @@ export function renderSystemdUnit(host: HostParams): string {
     "",
     "[Service]",
     "Type=simple",
-    `WorkingDirectory=${systemdPath(host.installDir)}`,
-    `EnvironmentFile=-${systemdPath(`${host.installDir}/progressdb.env`)}`,
+    // The release dir: no stray ./.env or ./config.yaml is read. No EnvironmentFile: secrets live
+    // in the 0600 config file, never in the environment (0.2.x crash dumps print it).
+    `WorkingDirectory=${systemdPath(`${host.installDir}/current`)}`,
     `ExecStart=${args.map(systemdWord).join(" ")}`,
     "Restart=on-failure",
     "RestartSec=2s",
@@ -498,7 +605,7 @@ export function renderSupervisorProgram(host: HostParams): string {
   const stop = host.stopTimeoutSeconds ?? 30;
   return [
     "; Managed by progressdb-upgrades (install.sh) — local edits are overwritten on the next upgrade.",
-    "; The launcher loads <installDir>/progressdb.env and execs <installDir>/current/progressdb.",
+    "; The launcher execs <installDir>/current/progressdb --config … with a clean environment.",
     `[program:${host.serviceName}]`,
     `command=${supervisorWord(`${host.installDir}/bin/${host.serviceName}-launch`)}`,
     `directory=${host.installDir.replace(/%/g, "%%")}`,

@@ -1,9 +1,9 @@
 import * as pulumi from "@pulumi/pulumi";
-import { PreflightParams, renderPreflightScript } from "./hostScripts";
+import { PreflightParams, PreflightResult, renderPreflightScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The preflight script's parameters, and how to reach the host. */
-export type PreflightArgs = PreflightParams & HostAccess;
+export type PreflightArgs = PreflightParams & HostAccess & { runKey: string };
 
 /**
  * Everything that can be checked before anything is stopped: host tools, free
@@ -13,6 +13,10 @@ export type PreflightArgs = PreflightParams & HostAccess;
 export class Preflight extends pulumi.ComponentResource {
   public readonly archivePath: pulumi.Output<string>;
   public readonly archiveSha256: pulumi.Output<string>;
+  /** What the data dir held: "empty", "root" (0.1.x) or "store" (0.2.x). */
+  public readonly layout: pulumi.Output<string>;
+  /** The staged, verified migration tool archive ("" when no migration is needed). */
+  public readonly toolArchive: pulumi.Output<string>;
 
   constructor(name: string, args: PreflightArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:deploy:Preflight", name, {}, opts);
@@ -22,13 +26,15 @@ export class Preflight extends pulumi.ComponentResource {
         connection: args.connection,
         script: renderPreflightScript(args),
         stdin: args.stdin,
-        triggers: [args.version],
+        triggers: [args.runKey],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = scriptResult<{ archive: string; sha256: string }>(check);
+    const result = scriptResult<PreflightResult>(check);
     this.archivePath = result.archive;
     this.archiveSha256 = result.sha256;
-    this.registerOutputs({ archivePath: this.archivePath, archiveSha256: this.archiveSha256 });
+    this.layout = result.layout;
+    this.toolArchive = result.tool;
+    this.registerOutputs({ archivePath: this.archivePath, archiveSha256: this.archiveSha256, layout: this.layout, toolArchive: this.toolArchive });
   }
 }

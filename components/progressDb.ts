@@ -1,26 +1,68 @@
+import * as crypto from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { Settings, archiveName, expandUrl } from "./config";
 import { Secrets } from "./stackConfig";
 import { hostParams, s3Params, sshConnection } from "./connection";
 import { renderSecretsStdin } from "./hostScripts";
+import { familyOf, ReleaseFamily, ServiceConfig } from "./releases";
 import { Preflight } from "./preflight";
 import { Restore } from "./restore";
 import { Backup } from "./backup";
 import { BackupBucket } from "./backupBucket";
+import { Migrate } from "./migrate";
 import { BinaryDeployment } from "./binaryDeployment";
-import { ContainerDeployment, ContainerImage } from "./containerDeployment";
+import { CONTAINER_DB_PATH, ContainerDeployment, ContainerImage } from "./containerDeployment";
 import { HealthCheck } from "./healthCheck";
+import { DataSnapshot } from "./dataSnapshot";
+import { Finalize } from "./finalize";
 
 export interface ProgressDbArgs {
   settings: Settings;
   secrets: Secrets;
   /** The stack name; part of every backup key. */
   stack: string;
+  /** The version this stack last deployed (its own `version` output), if any: the data snapshot reads it. */
+  deployedVersion?: string;
+  /** The stack's last `keptData` output: carried on until a new migration keeps other data. */
+  previousKeptData?: KeptData;
+}
+
+/** Data a migration kept beside the migrated data dir, for a rollback across the data format. */
+export interface KeptData {
+  path: string;
+  /** The version whose data it is. */
+  version: string;
+  /** When it was kept: writes after that are not in it. */
+  at: string;
+}
+
+/** The service's config for a release family, rendered from stack settings and secrets (a secret Output). */
+export function serviceConfig(s: Settings, secrets: Secrets, listenAddr: string, dbPath: string): pulumi.Output<ServiceConfig> {
+  const key = (k: keyof Secrets) => secrets[k] ?? pulumi.output("");
+  return pulumi
+    .all([key("apiKey"), key("frontendApiKey"), key("adminApiKey"), key("signingKey"), key("kmsMasterKeyHex")])
+    .apply(([backend, frontend, admin, signing, kms]) => ({
+      listenAddr,
+      dbPath,
+      keys: { backend: [backend].filter(Boolean), frontend: [frontend].filter(Boolean), admin: [admin].filter(Boolean), signing: [signing].filter(Boolean) },
+      rateLimit: s.service.rateLimit,
+      maxPayloadSize: s.service.maxPayloadSize,
+      encryptFields: s.service.encryptFields,
+      kmsMasterKeyHex: s.kms.mode === "embedded" && kms !== "" ? kms : undefined,
+      logLevel: s.service.logLevel,
+    }));
+}
+
+function digest(text: string): string {
+  return crypto.createHash("sha256").update(text).digest("hex").slice(0, 16);
 }
 
 /**
- * One ProgressDB instance: Preflight → Backup → Deployment → HealthCheck, in
- * that order, each re-run by a change of version (or restore request) only.
+ * One ProgressDB instance: Preflight → DataSnapshot → Backup → (Migrate) →
+ * Deployment → HealthCheck → Finalize, in that order. A version change (or a
+ * restore request) runs the whole chain; a change of the service's own
+ * settings re-runs the deployment (a restart with the version proof) and the
+ * checks after it; anything else runs nothing that stops the service.
  */
 export class ProgressDb extends pulumi.ComponentResource {
   public readonly version: pulumi.Output<string>;
@@ -29,7 +71,12 @@ export class ProgressDb extends pulumi.ComponentResource {
   public readonly backupSha256: pulumi.Output<string>;
   public readonly backupSize: pulumi.Output<number>;
   public readonly healthStatus: pulumi.Output<string>;
-  public readonly reportedVersion: pulumi.Output<string>;
+  /** How the running version was proved: `/readyz reports "v0.2.1"`, or the listening binary's identity. */
+  public readonly versionProof: pulumi.Output<string>;
+  /** The data-continuity gate's verdict: "passed", "skipped: …" or "failed". */
+  public readonly dataContinuity: pulumi.Output<string>;
+  /** Data a migration kept for a rollback: { path, version, at } ("" fields when none). */
+  public readonly keptData: pulumi.Output<{ path: string; version: string; at: string }>;
   /** Container mode: the image this version runs (`image:tag` or `image@digest`); "" in binary mode. */
   public readonly imageRef: pulumi.Output<string>;
   /** Container mode: the image the previous version ran, kept on the host for a rollback; "" otherwise. */
@@ -40,15 +87,23 @@ export class ProgressDb extends pulumi.ComponentResource {
     const s = args.settings;
     const { secrets } = args;
     const version = s.version;
+    const family: ReleaseFamily = familyOf(version);
+    const deployedFamily = args.deployedVersion ? familyOf(args.deployedVersion) : family;
+    const runKey = s.restore.backup ? `${version}+restore-${digest(s.restore.backup)}` : version;
     const connection = sshConnection(s.deployment.host, secrets.sshPrivateKey ?? "");
     const host = hostParams(s);
     const s3 = s.backup.enabled ? s3Params(s) : undefined;
     const s3Stdin = pulumi
       .all([secrets.s3AccessKeyId, secrets.s3SecretAccessKey])
       .apply(([awsAccessKeyId, awsSecretAccessKey]) => renderSecretsStdin({ awsAccessKeyId, awsSecretAccessKey }));
-    const serviceStdin = pulumi
-      .all([secrets.kmsMasterKeyHex])
-      .apply(([kmsMasterKeyHex]) => renderSecretsStdin({ kmsMasterKeyHex }));
+    const container = s.deployment.container;
+    const managedConfig = container !== undefined || !host.configFile;
+    // In a container the service listens on the internal port and keeps its data under the /data mount.
+    const [listenAddr, dbPath] = container ? [`0.0.0.0:${container.ports[0]?.internal ?? 8080}`, CONTAINER_DB_PATH] : [host.listenAddr, host.dbPath];
+    const rendered = managedConfig ? serviceConfig(s, secrets, listenAddr, dbPath).apply((c) => family.renderConfig(c)) : pulumi.output("");
+    const serviceStdin = pulumi.secret(rendered.apply((text) => renderSecretsStdin(text ? { serviceConfig: text } : {})));
+    // A change of the service's own settings restarts it (no backup): the digest is secret, as the config is.
+    const settingsDigest = pulumi.secret(rendered.apply((text) => digest(`${text}\n${host.configFile ?? ""}\n${host.listenAddr}`)));
     const child = { parent: this };
 
     const bucket =
@@ -68,51 +123,101 @@ export class ProgressDb extends pulumi.ComponentResource {
         : undefined;
     const afterBucket = bucket ? [bucket] : [];
 
-    // 1. Everything checkable before anything stops.
+    // 1. Everything checkable before anything stops: tools, disk, S3, the verified
+    //    archive (and prgcli when the data must be migrated), the data layout.
     const binary = s.deployment.binary;
-    const archive = archiveName(version, binary.arch);
-    const prepared: pulumi.Resource[] =
-      s.deployment.mode === "binary"
-        ? [
-            new Preflight(
-              `${name}-preflight`,
-              {
-                connection,
-                host,
-                version,
-                artifactUrl: expandUrl(binary.artifactUrl, version, binary.arch),
-                checksumsUrl: expandUrl(binary.checksumsUrl, version, binary.arch),
-                archiveName: archive,
-                sha256: binary.sha256,
-                minFreeMb: binary.minFreeMb,
-                s3,
-                stdin: s3Stdin,
-              },
-              { ...child, dependsOn: afterBucket },
-            ),
-          ]
-        : [new ContainerImage(`${name}-image`, { container: s.deployment.container!, version }, { ...child, dependsOn: afterBucket })];
+    const crossing = deployedFamily.dataLayout !== family.dataLayout;
+    // Present for every release of a family that ships a migration tool: it migrates only data it finds
+    // in the old layout, so the step is stable across that family's releases (no spurious diffs).
+    const tool = family.migrationTool;
+    if (crossing) {
+      pulumi.log.info(
+        family.migrationTool
+          ? `${args.deployedVersion} → ${version} crosses the data format (${deployedFamily.name}.x → ${family.name}.x): the data is migrated offline with prgcli ${version}, and the ${args.deployedVersion} data is kept beside it`
+          : `${args.deployedVersion} → ${version} goes back across the data format: ${version} runs on the data kept when ${args.deployedVersion} was installed`,
+        this,
+      );
+    }
+    const preflight = new Preflight(
+      `${name}-preflight`,
+      {
+        connection,
+        host,
+        version,
+        runKey,
+        artifactUrl: s.deployment.mode === "binary" ? expandUrl(binary.artifactUrl, version, binary.arch) : "",
+        checksumsUrl: expandUrl(binary.checksumsUrl, version, binary.arch),
+        archiveName: archiveName(version, binary.arch),
+        sha256: binary.sha256,
+        minFreeMb: binary.minFreeMb,
+        targetLayout: family.dataLayout,
+        migrationTool: tool && { url: expandUrl(binary.artifactUrl, version, binary.arch).replace(/[^/]+$/, tool.archiveName(version, binary.arch)), archiveName: tool.archiveName(version, binary.arch) },
+        operatorConfig: host.configFile ? family.operatorConfig : undefined,
+        s3,
+        stdin: s3Stdin,
+      },
+      { ...child, dependsOn: afterBucket },
+    );
+    const image =
+      s.deployment.mode === "container"
+        ? new ContainerImage(`${name}-image`, { container: s.deployment.container!, version, tag: family.imageTag(version) }, { ...child, dependsOn: [preflight] })
+        : undefined;
+    const prepared: pulumi.Resource[] = image ? [preflight, image] : [preflight];
 
-    // 2. The verified backup (stops the service).
-    const backup = s3
-      ? new Backup(
-          `${name}-backup`,
-          { connection, host, version, stack: args.stack, s3, stdin: s3Stdin },
+    // 2. What the running version serves, read through its API before anything stops.
+    const continuityOn = s.health.dataContinuity && secrets.adminApiKey !== undefined && !s.restore.backup;
+    const snapshot = continuityOn
+      ? new DataSnapshot(
+          `${name}-snapshot`,
+          {
+            url: s.health.url,
+            dialect: deployedFamily.dialect,
+            version: runKey,
+            apiKey: secrets.apiKey,
+            adminApiKey: secrets.adminApiKey,
+            headers: s.health.headers,
+            caCertPem: s.health.caCertPem,
+            requestTimeoutSeconds: s.health.requestTimeoutSeconds,
+          },
           { ...child, dependsOn: prepared },
         )
       : undefined;
+    const beforeBackup = snapshot ? [...prepared, snapshot] : prepared;
 
-    // 2b. A requested restore puts a backup in place of the data (the data it replaces is moved aside).
+    // 3. The verified backup (stops the service).
+    const backup = s3
+      ? new Backup(`${name}-backup`, { connection, host, version, runKey, stack: args.stack, s3, stdin: s3Stdin }, { ...child, dependsOn: beforeBackup })
+      : undefined;
+
+    // 3b. A requested restore puts a backup in place of the data (the data it replaces is moved aside).
     const restore = s.restore.backup
       ? new Restore(
           `${name}-restore`,
           { connection, host, request: s.restore.backup, version, stack: args.stack, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
-          { ...child, dependsOn: backup ? [backup] : prepared },
+          { ...child, dependsOn: backup ? [backup] : beforeBackup },
         )
       : undefined;
-    const beforeInstall = restore ? [restore] : backup ? [backup] : prepared;
+    const afterBackup: pulumi.Resource[] = restore ? [restore] : backup ? [backup] : beforeBackup;
 
-    // 3. The new version.
+    // 3c. Crossing the data format: the offline migration, old data kept.
+    const migrate = tool
+      ? new Migrate(
+          `${name}-migrate`,
+          {
+            connection,
+            host,
+            version,
+            runKey,
+            toolArchive: `${host.installDir}/staging/${version}/${tool.archiveName(version, binary.arch)}`,
+            expectThreads: snapshot?.sample.apply((x) => (x.available ? x.stats.threads : undefined)),
+            stdin: s3Stdin,
+          },
+          { ...child, dependsOn: afterBackup },
+        )
+      : undefined;
+    const beforeInstall = migrate ? [migrate] : afterBackup;
+
+    // 4. The new version.
     let deployment: BinaryDeployment | ContainerDeployment;
     if (s.deployment.mode === "binary") {
       deployment = new BinaryDeployment(
@@ -121,12 +226,14 @@ export class ProgressDb extends pulumi.ComponentResource {
           connection,
           host,
           version,
-          archiveName: archive,
+          archiveName: archiveName(version, binary.arch),
           keepReleases: binary.keepReleases,
           healthUrl: s.health.url,
           autoRevertSeconds: s.health.autoRevert ? s.health.timeoutSeconds : 0,
+          targetLayout: family.dataLayout,
           stdin: serviceStdin,
           serviceStoppedBy: backup?.runId,
+          settingsDigest,
         },
         { ...child, dependsOn: beforeInstall },
       );
@@ -134,11 +241,14 @@ export class ProgressDb extends pulumi.ComponentResource {
       deployment = new ContainerDeployment(
         `${name}-deploy`,
         {
-          container: s.deployment.container!,
-          image: prepared[0] as ContainerImage,
+          connection,
+          host,
+          container: container!,
+          image: image!,
           version,
-          hostDataDir: s.storage.dbPath,
-          kmsMasterKeyHex: secrets.kmsMasterKeyHex,
+          configText: pulumi.secret(rendered),
+          settingsDigest,
+          tagOf: (v) => familyOf(v).imageTag(v),
           previousVersion: backup?.fromVersion,
           serviceStoppedBy: backup?.runId,
         },
@@ -146,14 +256,17 @@ export class ProgressDb extends pulumi.ComponentResource {
       );
     }
 
-    // 4. Proof that the new version is the one answering.
+    // 5. Proof that the new version is the one answering, and serves the old data.
+    const restoreRun = restore ? pulumi.interpolate`+${restore.restoreId}` : "";
     const health = new HealthCheck(
       `${name}-health`,
       {
         url: s.health.url,
         expectedVersion: version,
-        // A restore at the same version restarts the service: check it again.
-        deploymentId: restore ? pulumi.interpolate`${deployment.deploymentId}+${restore.restoreId}` : deployment.deploymentId,
+        deploymentId: pulumi.interpolate`${deployment.deploymentId}${restoreRun}`,
+        versionProof: family.versionProof,
+        hostProof: deployment.proof,
+        dialect: family.dialect,
         timeoutSeconds: s.health.timeoutSeconds,
         intervalSeconds: s.health.intervalSeconds,
         requestTimeoutSeconds: s.health.requestTimeoutSeconds,
@@ -161,21 +274,48 @@ export class ProgressDb extends pulumi.ComponentResource {
         caCertPem: s.health.caCertPem,
         smokeTest: s.health.smokeTest,
         apiKey: secrets.apiKey,
+        adminApiKey: secrets.adminApiKey,
+        dataContinuity: continuityOn,
+        baseline: snapshot?.sample,
+        baselineVersion: args.deployedVersion ?? "",
       },
       { ...child, dependsOn: [deployment] },
     );
 
-    this.version = health.reportedVersion;
-    this.previousVersion =
-      deployment instanceof BinaryDeployment ? deployment.previousVersion : (backup?.fromVersion ?? pulumi.output(""));
+    // 6. Commit, or revert when the new version does not serve the old data.
+    const finalize = new Finalize(
+      `${name}-finalize`,
+      {
+        connection,
+        host,
+        version,
+        previousVersion: deployment.previousVersion,
+        continuity: health.continuity,
+        finding: health.continuityMessage,
+        healthUrl: s.health.url,
+        checkRunId: health.runId,
+        stdin: "",
+      },
+      { ...child, dependsOn: [health] },
+    );
+
+    this.version = pulumi.all([finalize.version, health.reportedVersion]).apply(([, reported]) => reported);
+    this.previousVersion = deployment.previousVersion;
     this.backupUri = backup?.uri ?? pulumi.output("");
     this.backupSha256 = backup?.sha256 ?? pulumi.output("");
     this.backupSize = backup?.size ?? pulumi.output(0);
-    this.healthStatus = health.status;
-    this.reportedVersion = health.reportedVersion;
-    const container = deployment instanceof ContainerDeployment ? deployment : undefined;
-    this.imageRef = container?.imageRef ?? pulumi.output("");
-    this.previousImageRef = container?.previousImageRef ?? pulumi.output("");
+    this.healthStatus = pulumi.all([finalize.version, health.status]).apply(([, status]) => status);
+    this.versionProof = health.versionProof;
+    this.dataContinuity = health.continuity;
+    const none = { path: "", version: "", at: "" };
+    // A rollback across the format runs on the kept data: it is no longer kept.
+    const carried = crossing && !family.migrationTool ? none : (args.previousKeptData ?? none);
+    this.keptData = migrate
+      ? pulumi.all([migrate.keptDir, migrate.keptFor, migrate.migratedAt]).apply(([path, v, at]) => (path ? { path, version: v, at } : carried))
+      : pulumi.output(carried);
+    const containerDeployment = deployment instanceof ContainerDeployment ? deployment : undefined;
+    this.imageRef = containerDeployment?.imageRef ?? pulumi.output("");
+    this.previousImageRef = containerDeployment?.previousImageRef ?? pulumi.output("");
     this.registerOutputs({
       version: this.version,
       previousVersion: this.previousVersion,
@@ -183,6 +323,9 @@ export class ProgressDb extends pulumi.ComponentResource {
       backupSha256: this.backupSha256,
       backupSize: this.backupSize,
       healthStatus: this.healthStatus,
+      versionProof: this.versionProof,
+      dataContinuity: this.dataContinuity,
+      keptData: this.keptData,
       imageRef: this.imageRef,
       previousImageRef: this.previousImageRef,
     });

@@ -26,6 +26,7 @@
 #   PDB_VERSION PDB_STACK PDB_S3_BUCKET PDB_S3_PREFIX PDB_S3_ENDPOINT
 #   PDB_S3_REGION PDB_GZIP_LEVEL PDB_HEALTH_URL (to confirm a restart after failure)
 #   PDB_DOCKER_HOST (docker mode: DOCKER_HOST for the docker CLI on the host; "" = its default)
+#   PDB_RUN_KEY (one per upgrade: the version and restore request it is for)
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"uri":..,"bucket":..,"key":..,"size":N,"sha256":..,"fromVersion":..,"toVersion":..}
 #     or {"skipped":true,"reason":..} when there is no data yet.
@@ -37,18 +38,35 @@ set -eu
 : "${PDB_VERSION:?}" "${PDB_STACK:?}" "${PDB_S3_BUCKET:?}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_AWS:=aws}"
 : "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_GZIP_LEVEL:=6}"
-: "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}"
+: "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}" "${PDB_RUN_KEY:?}"
 PDB_SCRIPT=${PDB_SCRIPT:-backup}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
 
 read_secrets
 
+# One backup per upgrade. The step is re-run without a version change only
+# when one of its other inputs changed (S3 settings, credentials, connection):
+# those take effect at the next upgrade, and this run repeats the recorded
+# result without stopping anything.
+# (A new upgrade, even back to an earlier version, has another key than the last.)
+done_file="$PDB_INSTALL_DIR/run/backup-last"
+if [ "$(head -n 1 -- "$done_file" 2>/dev/null)" = "$PDB_RUN_KEY" ]; then
+  log "the backup for this upgrade ($PDB_RUN_KEY) was already taken: nothing is stopped; changed backup settings apply to the next upgrade"
+  sed -n 2p -- "$done_file"
+  exit 0
+fi
+record_result() {
+  mkdir -p -- "$PDB_INSTALL_DIR/run"
+  printf '%s\n%s\n' "$PDB_RUN_KEY" "$1" >"$done_file.tmp" && mv -f -- "$done_file.tmp" "$done_file"
+  printf '%s\n' "$1"
+}
+
 from=$(current_version)
 if [ ! -d "$PDB_DB_PATH" ] || [ -z "$(ls -A -- "$PDB_DB_PATH" 2>/dev/null)" ]; then
   log "no data at $PDB_DB_PATH: nothing to back up (fresh host)"
-  printf '{"skipped":true,"reason":%s,"fromVersion":%s}\n' \
-    "$(json_str "no data at $PDB_DB_PATH")" "$(json_str "$from")"
+  record_result "$(printf '{"skipped":true,"reason":%s,"fromVersion":%s}' \
+    "$(json_str "no data at $PDB_DB_PATH")" "$(json_str "$from")")"
   exit 0
 fi
 [ -n "$from" ] || from=unknown
@@ -125,7 +143,11 @@ digest_start "$work"
 uploaded_partial=1
 {
   rc=0
-  tar -cf - --exclude=progressdb.env -C "$work" progressdb-backup.json -C / "$@" || rc=$?
+  # Never in a backup: a service env file, a config file in the data dir (container
+  # mode keeps it at /data/config.yaml: it holds the keys), and 0.2.x crash
+  # dumps (they print the process environment).
+  tar -cf - --exclude=progressdb.env --exclude="${db_abs#/}/config.yaml" --exclude='*/state/crash' --exclude='*/state/abort' \
+    -C "$work" progressdb-backup.json -C / "$@" || rc=$?
   echo "$rc" >"$work/tar.rc"
 } | {
   rc=0
@@ -215,6 +237,6 @@ if [ "$vsha" != "$sha" ] || [ "$vsize" != "$size" ]; then
 fi
 log "verified $uri ($size bytes, sha256 $sha); $PDB_SERVICE_NAME stays stopped for the install"
 
-printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s}\n' \
+record_result "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s}' \
   "$(json_str "$uri")" "$(json_str "$PDB_S3_BUCKET")" "$(json_str "$key")" "$size" "$(json_str "$sha")" \
-  "$(json_str "$from")" "$(json_str "$PDB_VERSION")"
+  "$(json_str "$from")" "$(json_str "$PDB_VERSION")")"

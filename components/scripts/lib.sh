@@ -48,12 +48,13 @@ sh_quote() {
 # read_secrets: reads KEY=VALUE lines from stdin into non-exported shell
 # variables (never eval'd, never echoed), then detaches stdin so no later
 # command can read it. Unknown lines are ignored without printing them.
-# shellcheck disable=SC2034 # PDB_SECRET_KMS_MASTER_KEY_HEX is used by install.sh
+# shellcheck disable=SC2034 # PDB_SECRET_SERVICE_CONFIG_B64 is used by install.sh
 read_secrets() {
   PDB_SECRET_AWS_ACCESS_KEY_ID=''
   PDB_SECRET_AWS_SECRET_ACCESS_KEY=''
   PDB_SECRET_AWS_SESSION_TOKEN=''
-  PDB_SECRET_KMS_MASTER_KEY_HEX=''
+  PDB_SECRET_SERVICE_CONFIG_B64=''
+  PDB_SECRET_OLD_ENCRYPTION_KEY=''
   if [ -t 0 ]; then
     return 0
   fi
@@ -64,7 +65,8 @@ read_secrets() {
       AWS_ACCESS_KEY_ID=*) PDB_SECRET_AWS_ACCESS_KEY_ID=${pdb_line#*=} ;;
       AWS_SECRET_ACCESS_KEY=*) PDB_SECRET_AWS_SECRET_ACCESS_KEY=${pdb_line#*=} ;;
       AWS_SESSION_TOKEN=*) PDB_SECRET_AWS_SESSION_TOKEN=${pdb_line#*=} ;;
-      PROGRESSDB_KMS_MASTER_KEY_HEX=*) PDB_SECRET_KMS_MASTER_KEY_HEX=${pdb_line#*=} ;;
+      PDB_SERVICE_CONFIG_B64=*) PDB_SECRET_SERVICE_CONFIG_B64=${pdb_line#*=} ;;
+      PDB_OLD_ENCRYPTION_KEY=*) PDB_SECRET_OLD_ENCRYPTION_KEY=${pdb_line#*=} ;;
       '' | '#'*) ;;
       *) pdb_ignored=$((pdb_ignored + 1)) ;;
     esac
@@ -72,7 +74,7 @@ read_secrets() {
   pdb_line=''
   exec 0</dev/null
   if [ "$pdb_ignored" -gt 0 ]; then
-    log "ignored $pdb_ignored unexpected stdin line(s) (expected KEY=VALUE for AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PROGRESSDB_KMS_MASTER_KEY_HEX)"
+    log "ignored $pdb_ignored unexpected stdin line(s) (expected KEY=VALUE for AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PDB_SERVICE_CONFIG_B64, PDB_OLD_ENCRYPTION_KEY)"
   fi
 }
 
@@ -169,6 +171,63 @@ switch_current() {
   mv -T -- "$pdb_tmp_link" "$PDB_INSTALL_DIR/current"
 }
 
+# data_layout <dir>: what a data dir holds: "empty" (missing or empty), "root"
+# (0.1.x: one Pebble DB at its root), "store" (0.2.x: store/ index/ ...), or
+# "mixed" (a 0.2.x release started on 0.1.x data: both, the old data invisible).
+data_layout() {
+  dl_root=0
+  dl_store=0
+  [ -f "$1/CURRENT" ] && dl_root=1
+  [ -d "$1/store" ] && dl_store=1
+  case $dl_root$dl_store in
+    10) echo root ;;
+    01) echo store ;;
+    11) echo mixed ;;
+    *) echo empty ;;
+  esac
+}
+
+# yaml_keys <file>: the scalar keys of a block-style YAML file, flattened to
+# "a.b.c=value" lines (quotes stripped; list items and flow lists kept as text).
+yaml_keys() {
+  awk '
+    /^[[:space:]]*(#|$)/ { next }
+    /^[[:space:]]*- / { if (n > 0 && !(keys[n] in listed)) { listed[keys[n]] = 1; print keys[n] "=[list]" } next }
+    {
+      match($0, /^ */); ind = RLENGTH
+      line = substr($0, ind + 1)
+      k = line; sub(/:.*/, "", k)
+      v = line; if (index(v, ":") == 0) next
+      v = substr(v, index(v, ":") + 1); sub(/^[[:space:]]+/, "", v); sub(/[[:space:]]+#.*$/, "", v)
+      while (n > 0 && ind <= depth[n]) n--
+      path = (n > 0 ? keys[n] "." : "") k
+      if (v == "") { n++; depth[n] = ind; keys[n] = path; next }
+      gsub(/^["\047]|["\047]$/, "", v)
+      print path "=" v
+    }' "$1"
+}
+
+# kept_field <name>: a field of <installDir>/kept-data, the record of the data
+# the last migration kept ("" if there is none).
+kept_field() {
+  sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$PDB_INSTALL_DIR/kept-data" 2>/dev/null || true
+}
+
+# swap_data_back <label>: puts the data kept by the last migration back at
+# dbPath; the data there now is moved aside (never deleted) to
+# <dbPath>.v<to>-<label>-<time>. Returns 1 when there is nothing kept.
+swap_data_back() {
+  sdb_kept=$(kept_field path)
+  sdb_from=$(kept_field from)
+  sdb_to=$(kept_field to)
+  [ -n "$sdb_kept" ] && [ -d "$sdb_kept" ] || return 1
+  sdb_aside="$PDB_DB_PATH.v$sdb_to-$1-$(date -u +%Y%m%dT%H%M%SZ)"
+  mv -- "$PDB_DB_PATH" "$sdb_aside"
+  mv -- "$sdb_kept" "$PDB_DB_PATH"
+  rm -f -- "$PDB_INSTALL_DIR/kept-data"
+  log "put the $sdb_from data kept at $sdb_kept back at $PDB_DB_PATH; the $sdb_to data is kept at $sdb_aside"
+}
+
 # ---- stream digests ---------------------------------------------------------
 # digest_start <dir>: starts sha256sum and wc -c on two fifos under <dir>;
 # pass a stream through `digest_tee <dir>` to measure it, then
@@ -200,6 +259,15 @@ digest_result() {
 svc_pidfile() { printf '%s/run/%s.pid' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
 svc_logfile() { printf '%s/logs/%s.log' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
 svc_launcher() { printf '%s/bin/%s-launch' "$PDB_INSTALL_DIR" "$PDB_SERVICE_NAME"; }
+# service_config_path: the --config the service runs with: the operator's file,
+# or the one the program renders next to the current release.
+service_config_path() {
+  if [ -n "${PDB_CONFIG_FILE:-}" ]; then
+    printf '%s' "$PDB_CONFIG_FILE"
+  else
+    printf '%s/current/config.yaml' "$PDB_INSTALL_DIR"
+  fi
+}
 
 # dkr: the docker CLI (or podman-docker) against the daemon the container runs on.
 dkr() {
@@ -336,11 +404,66 @@ svc_start() {
   esac
 }
 
-# wait_ready <version> <seconds>: polls <health>/readyz until it reports
-# status ok and the version. Sets PDB_LAST_RESPONSE. Without a health URL (or
-# for an unknown version) it only checks that the service is running.
+# listener_pid <port>: the pid of the process listening on TCP <port> (any
+# address), from /proc/net/tcp{,6} and the socket inodes in /proc/*/fd.
+listener_pid() {
+  pdb_hexport=$(printf '%04X' "$1")
+  pdb_inodes=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+    awk -v p=":$pdb_hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }')
+  [ -n "$pdb_inodes" ] || return 1
+  for pdb_fd in /proc/[0-9]*/fd/*; do
+    pdb_target=$(readlink -- "$pdb_fd" 2>/dev/null) || continue
+    for pdb_inode in $pdb_inodes; do
+      if [ "$pdb_target" = "socket:[$pdb_inode]" ]; then
+        pdb_pid=${pdb_fd#/proc/}
+        printf '%s\n' "${pdb_pid%%/*}"
+        return 0
+      fi
+    done
+  done
+  return 1
+}
+
+# binary_proof <version>: proves, for a release without /readyz (0.1.x), that
+# the process listening on the service port runs exactly
+# releases/<version>/progressdb (same sha256). Sets PDB_PROOF, or
+# PDB_LAST_RESPONSE to what answered instead.
+binary_proof() {
+  if [ "$PDB_SERVICE_MANAGER" = docker ]; then
+    # The listener is the container runtime's port proxy: the container's own label says what it runs.
+    pdb_label=$(current_version)
+    if [ "$pdb_label" = "$1" ] && svc_is_running; then
+      PDB_PROOF="container $PDB_SERVICE_NAME, labelled progressdb.version=$1, is running and answers /healthz"
+      return 0
+    fi
+    PDB_LAST_RESPONSE="container $PDB_SERVICE_NAME runs version '${pdb_label}', not $1"
+    return 1
+  fi
+  pdb_port=${PDB_LISTEN_ADDR##*:}
+  if ! pdb_lpid=$(listener_pid "$pdb_port"); then
+    PDB_LAST_RESPONSE="nothing listens on port $pdb_port"
+    return 1
+  fi
+  pdb_want_sha=$(sha256_of "$PDB_INSTALL_DIR/releases/$1/progressdb" 2>/dev/null || true)
+  pdb_exe=$(readlink -- "/proc/$pdb_lpid/exe" 2>/dev/null || echo '?')
+  pdb_got_sha=$(sha256sum <"/proc/$pdb_lpid/exe" 2>/dev/null | cut -d' ' -f1 || true)
+  if [ -n "$pdb_want_sha" ] && [ "$pdb_got_sha" = "$pdb_want_sha" ]; then
+    PDB_PROOF="pid $pdb_lpid listening on port $pdb_port runs $pdb_exe (sha256 $pdb_got_sha, equal to releases/$1/progressdb from the verified archive)"
+    return 0
+  fi
+  PDB_LAST_RESPONSE="pid $pdb_lpid listening on port $pdb_port runs $pdb_exe (sha256 ${pdb_got_sha:-unreadable}), not releases/$1/progressdb (sha256 ${pdb_want_sha:-missing})"
+  return 1
+}
+
+# wait_ready <version> <seconds>: waits until <version> is proved to answer.
+# A release with /readyz (0.2.x) must report the version there (a leading "v"
+# ignored); one without it (0.1.x: 401/404) must answer /healthz and be the
+# binary of releases/<version> (binary_proof). Sets PDB_PROOF on success and
+# PDB_LAST_RESPONSE to the last thing seen. Without a health URL it only checks
+# that the service is running.
 wait_ready() {
-  pdb_want=$1
+  pdb_want=${1#v}
+  PDB_PROOF=''
   if [ -z "${PDB_HEALTH_URL:-}" ] || [ "$pdb_want" = unknown ]; then
     sleep 1
     PDB_LAST_RESPONSE='(not checked: no health URL or unknown version)'
@@ -351,12 +474,29 @@ wait_ready() {
   PDB_LAST_RESPONSE='(no response yet)'
   pdb_not_running=0
   while :; do
-    PDB_LAST_RESPONSE=$(http_get "$PDB_HEALTH_URL/readyz")
-    pdb_compact=$(printf '%s' "$PDB_LAST_RESPONSE" | tr -d ' \t')
+    pdb_ready=$(http_get "$PDB_HEALTH_URL/readyz")
+    pdb_compact=$(printf '%s' "$pdb_ready" | tr -d ' \t')
     case $pdb_compact in
-      200*'"version":"'"$pdb_want"'"'*)
-        case $pdb_compact in *'"status":"ok"'*) return 0 ;; esac
+      200*'"version":"'*)
+        pdb_seen=$(printf '%s' "$pdb_compact" | sed -n 's/.*"version":"\([^"]*\)".*/\1/p')
+        PDB_LAST_RESPONSE="GET /readyz: $pdb_ready"
+        case $pdb_compact in
+          *'"status":"ok"'*)
+            if [ "${pdb_seen#v}" = "$pdb_want" ]; then
+              PDB_PROOF="/readyz reports \"$pdb_seen\""
+              return 0
+            fi
+            ;;
+        esac
         ;;
+      401* | 404*)
+        pdb_health=$(http_get "$PDB_HEALTH_URL/healthz")
+        case $(printf '%s' "$pdb_health" | tr -d ' \t') in
+          200*'"status":"ok"'*) binary_proof "$pdb_want" && return 0 ;;
+          *) PDB_LAST_RESPONSE="GET /healthz: $pdb_health" ;;
+        esac
+        ;;
+      *) PDB_LAST_RESPONSE="GET /readyz: $pdb_ready" ;;
     esac
     # Fail fast when the process is clearly gone (not just starting).
     if svc_is_running; then

@@ -10,12 +10,19 @@
 #   PDB_SERVICE_NAME PDB_CONFIG_FILE PDB_SUPERVISORCTL_CONFIG PDB_AWS
 #   PDB_VERSION PDB_ARTIFACT_URL PDB_CHECKSUMS_URL PDB_ARCHIVE_NAME
 #   PDB_SHA256 PDB_MIN_FREE_MB PDB_S3_BUCKET PDB_S3_ENDPOINT PDB_S3_REGION
+#   PDB_LISTEN_ADDR PDB_TARGET_LAYOUT (root|store) PDB_TOOL_URL PDB_TOOL_ARCHIVE
+#   (the target release's prgcli, when the data must be migrated)
+#   PDB_CFG_DB_KEY PDB_CFG_REQUIRED (how to check an operator's config file)
+# Container mode (PDB_SERVICE_MANAGER=docker) has no archive: PDB_ARTIFACT_URL is "".
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
-# Stdout: {"archive":"<staged path>","sha256":"<hex>","reused":<bool>}
+# Stdout: {"archive":"<staged path>","sha256":"<hex>","reused":<bool>,"layout":"root|store|empty",
+#   "plan":"start|migrate|swap-back","tool":"<staged prgcli archive or \"\">"}
 # Exit: 0 ok; 1 a check failed (nothing was changed); 2 bad parameters.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
-: "${PDB_VERSION:?}" "${PDB_ARTIFACT_URL:?}" "${PDB_ARCHIVE_NAME:?}" "${PDB_MIN_FREE_MB:?}"
+: "${PDB_VERSION:?}" "${PDB_MIN_FREE_MB:?}" "${PDB_ARTIFACT_URL=}" "${PDB_ARCHIVE_NAME=}"
+: "${PDB_LISTEN_ADDR=}" "${PDB_TARGET_LAYOUT:?}" "${PDB_TOOL_URL=}" "${PDB_TOOL_ARCHIVE=}"
+: "${PDB_CFG_DB_KEY=}" "${PDB_CFG_REQUIRED=}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_AWS:=aws}"
 : "${PDB_CHECKSUMS_URL=}" "${PDB_SHA256=}" "${PDB_S3_BUCKET=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}"
 PDB_SCRIPT=${PDB_SCRIPT:-preflight}
@@ -34,7 +41,8 @@ case $PDB_SERVICE_MANAGER in
   systemd) command -v systemctl >/dev/null 2>&1 || missing="$missing systemctl" ;;
   supervisor) command -v supervisorctl >/dev/null 2>&1 || missing="$missing supervisorctl" ;;
   process) command -v setsid >/dev/null 2>&1 || missing="$missing setsid" ;;
-  *) fail 2 "unknown service manager '$PDB_SERVICE_MANAGER' (expected systemd, supervisor or process)" ;;
+  docker) command -v docker >/dev/null 2>&1 || missing="$missing docker" ;;
+  *) fail 2 "unknown service manager '$PDB_SERVICE_MANAGER' (expected systemd, supervisor, process or docker)" ;;
 esac
 if ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; then
   missing="$missing curl-or-wget"
@@ -46,9 +54,49 @@ if [ -n "$missing" ]; then
   fail 1 "required tools missing on the host:$missing — install them and re-run (nothing was changed)"
 fi
 
-if [ -n "$PDB_CONFIG_FILE" ] && [ ! -r "$PDB_CONFIG_FILE" ]; then
-  fail 1 "config file $PDB_CONFIG_FILE (--config) does not exist or is not readable (nothing was changed)"
+if [ -n "$PDB_CONFIG_FILE" ]; then
+  [ -r "$PDB_CONFIG_FILE" ] || fail 1 "config file $PDB_CONFIG_FILE (deployment.binary.configFile) does not exist or is not readable (nothing was changed)"
+  # The operator manages this file: check that the target release can read it
+  # and that it agrees with the stack (values are never printed: they may be keys).
+  cfg_keys=$(yaml_keys "$PDB_CONFIG_FILE")
+  cfg_get() { printf '%s\n' "$cfg_keys" | awk -v k="$1" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }'; }
+  problems=''
+  got_db=$(cfg_get "$PDB_CFG_DB_KEY")
+  [ "$got_db" = "$PDB_DB_PATH" ] ||
+    problems="$problems; $PDB_CFG_DB_KEY is '${got_db}' but progressdb:storage.dbPath is '$PDB_DB_PATH'"
+  got_addr="$(cfg_get server.address):$(cfg_get server.port)"
+  case $got_addr in :*) got_addr="0.0.0.0$got_addr" ;; esac
+  case $got_addr in *:) got_addr="${got_addr}8080" ;; esac
+  [ "$got_addr" = "$PDB_LISTEN_ADDR" ] ||
+    problems="$problems; server.address:server.port is $got_addr but progressdb:deployment.binary.listenAddr is $PDB_LISTEN_ADDR (the health URL must reach it)"
+  for key in $PDB_CFG_REQUIRED; do
+    [ -n "$(cfg_get "$key")" ] || problems="$problems; $key is not set (release $PDB_VERSION needs it: without it it crashes, panics or answers 429)"
+  done
+  [ -z "$problems" ] || fail 1 "config file $PDB_CONFIG_FILE does not fit $PDB_VERSION${problems} — fix the file, or remove deployment.binary.configFile to let the program write it (nothing was changed)"
+  log "config file $PDB_CONFIG_FILE fits $PDB_VERSION ($PDB_CFG_DB_KEY, listen address, required keys)"
 fi
+
+# 1b. What the data dir holds, and whether the target release can read it.
+layout=$(data_layout "$PDB_DB_PATH")
+plan=start
+case $layout:$PDB_TARGET_LAYOUT in
+  root:store)
+    [ -n "$PDB_TOOL_URL" ] || fail 1 "$PDB_DB_PATH holds 0.1.x data (a Pebble DB at its root); $PDB_VERSION reads only the 0.2.x layout (store/) and would start on an EMPTY store, serving none of it. The data must be migrated offline with the release's prgcli first (nothing was changed)"
+    plan=migrate ;;
+  store:root | mixed:root)
+    kept=$(kept_field path)
+    if [ "$(kept_field from)" = "$PDB_VERSION" ] && [ -f "$kept/CURRENT" ]; then
+      plan=swap-back
+      log "rollback across the data format: $PDB_VERSION will run on its data kept at $kept since $(kept_field at) (writes made after that are not in it)"
+    else
+      gone=''
+      [ -n "$kept" ] && gone=" The data kept by the migration ($kept, for $(kept_field from)) does not fit or is gone."
+      fail 1 "$PDB_DB_PATH holds 0.2.x data (store/); $PDB_VERSION reads only the 0.1.x layout and would start on an empty database.$gone Restore the backup taken before the upgrade instead: pulumi config set --path progressdb:restore.backup before:$(current_version) (nothing was changed)"
+    fi ;;
+  mixed:store)
+    fail 1 "$PDB_DB_PATH holds both 0.1.x data at its root and a 0.2.x store/: a 0.2.x release was started on 0.1.x data without a migration and serves none of it. Move store/ index/ wal/ kms/ state/ aside (they hold only what was written since), then re-run to migrate (nothing was changed)" ;;
+esac
+log "data dir $PDB_DB_PATH: layout '$layout'; target reads '$PDB_TARGET_LAYOUT'; plan: $plan"
 
 # 2. Free disk.
 low=''
@@ -71,48 +119,75 @@ if [ -n "$PDB_S3_BUCKET" ]; then
   log "S3 bucket s3://$PDB_S3_BUCKET reachable ($(s3_where))"
 fi
 
-# 4. Release archive, verified.
+# 4. Release archive (and the migration tool), verified.
+# stage_verified <url> <file name> <pinned sha256 or "">: downloads <url> into
+# the staging dir (reusing a verified copy) and checks its sha256 against the
+# pinned one or checksums.txt. Sets PDB_STAGED_PATH, PDB_STAGED_SHA, PDB_STAGED_REUSED.
+stage_verified() {
+  sv_url=$1
+  sv_file=$2
+  sv_path="$stage/$sv_file"
+  if [ -n "$3" ]; then
+    sv_expected=$(printf '%s' "$3" | tr 'A-F' 'a-f')
+    sv_source="the pinned sha256"
+  else
+    [ -n "$PDB_CHECKSUMS_URL" ] || fail 2 "neither a pinned sha256 nor a checksums URL was given"
+    if ! err=$(fetch "$PDB_CHECKSUMS_URL" "$stage/checksums.txt.part"); then
+      rm -f -- "$stage/checksums.txt.part"
+      fail 1 "download of $PDB_CHECKSUMS_URL failed: $err (nothing was changed)"
+    fi
+    mv -f -- "$stage/checksums.txt.part" "$stage/checksums.txt"
+    sv_expected=$(awk -v f="$sv_file" '$2 == f || $2 == "*" f { print tolower($1); exit }' "$stage/checksums.txt")
+    [ -n "$sv_expected" ] || fail 1 "$PDB_CHECKSUMS_URL has no entry for $sv_file (nothing was changed)"
+    sv_source="$PDB_CHECKSUMS_URL"
+  fi
+  case $sv_expected in
+    *[!0-9a-f]* | '') fail 1 "expected sha256 '$sv_expected' from $sv_source is not a sha256 hex digest" ;;
+  esac
+  [ "${#sv_expected}" -eq 64 ] || fail 1 "expected sha256 '$sv_expected' from $sv_source is not 64 hex characters"
+  PDB_STAGED_REUSED=false
+  if [ -f "$sv_path" ] && [ "$(sha256_of "$sv_path")" = "$sv_expected" ]; then
+    PDB_STAGED_REUSED=true
+    log "reusing verified $sv_path"
+  else
+    rm -f -- "$sv_path" "$sv_path.sha256"
+    log "downloading $sv_url"
+    if ! err=$(fetch "$sv_url" "$sv_path.part"); then
+      rm -f -- "$sv_path.part"
+      fail 1 "download of $sv_url failed: $err (nothing was changed)"
+    fi
+    sv_actual=$(sha256_of "$sv_path.part")
+    if [ "$sv_actual" != "$sv_expected" ]; then
+      rm -f -- "$sv_path.part"
+      fail 1 "sha256 mismatch for $sv_file downloaded from $sv_url: expected $sv_expected (from $sv_source), actual $sv_actual — the download was discarded (nothing was changed)"
+    fi
+    mv -f -- "$sv_path.part" "$sv_path"
+  fi
+  printf '%s  %s\n' "$sv_expected" "$sv_file" >"$sv_path.sha256"
+  log "verified: $sv_path sha256 $sv_expected"
+  PDB_STAGED_PATH=$sv_path
+  PDB_STAGED_SHA=$sv_expected
+}
+
+# stage_verified <url> <file>: downloads into the staging dir and checks the
+# sha256 against checksums.txt (or the pinned one for the server archive).
 stage="$PDB_INSTALL_DIR/staging/$PDB_VERSION"
-archive="$stage/$PDB_ARCHIVE_NAME"
-mkdir -p -- "$stage"
-if [ -n "$PDB_SHA256" ]; then
-  expected=$(printf '%s' "$PDB_SHA256" | tr 'A-F' 'a-f')
-  source="the pinned sha256"
-else
-  [ -n "$PDB_CHECKSUMS_URL" ] || fail 2 "neither a pinned sha256 nor a checksums URL was given"
-  if ! err=$(fetch "$PDB_CHECKSUMS_URL" "$stage/checksums.txt.part"); then
-    rm -f -- "$stage/checksums.txt.part"
-    fail 1 "download of $PDB_CHECKSUMS_URL failed: $err (nothing was changed)"
-  fi
-  mv -f -- "$stage/checksums.txt.part" "$stage/checksums.txt"
-  expected=$(awk -v f="$PDB_ARCHIVE_NAME" '$2 == f || $2 == "*" f { print tolower($1); exit }' "$stage/checksums.txt")
-  [ -n "$expected" ] || fail 1 "$PDB_CHECKSUMS_URL has no entry for $PDB_ARCHIVE_NAME (nothing was changed)"
-  source="$PDB_CHECKSUMS_URL"
-fi
-case $expected in
-  *[!0-9a-f]* | '') fail 1 "expected sha256 '$expected' from $source is not a sha256 hex digest" ;;
-esac
-[ "${#expected}" -eq 64 ] || fail 1 "expected sha256 '$expected' from $source is not 64 hex characters"
-
+archive=''
+expected=''
 reused=false
-if [ -f "$archive" ] && [ "$(sha256_of "$archive")" = "$expected" ]; then
-  reused=true
-  log "reusing verified archive $archive"
-else
-  rm -f -- "$archive" "$archive.sha256"
-  log "downloading $PDB_ARTIFACT_URL"
-  if ! err=$(fetch "$PDB_ARTIFACT_URL" "$archive.part"); then
-    rm -f -- "$archive.part"
-    fail 1 "download of $PDB_ARTIFACT_URL failed: $err (nothing was changed)"
-  fi
-  actual=$(sha256_of "$archive.part")
-  if [ "$actual" != "$expected" ]; then
-    rm -f -- "$archive.part"
-    fail 1 "sha256 mismatch for $PDB_ARCHIVE_NAME downloaded from $PDB_ARTIFACT_URL: expected $expected (from $source), actual $actual — the archive was discarded (nothing was changed)"
-  fi
-  mv -f -- "$archive.part" "$archive"
+tool=''
+if [ -n "$PDB_ARTIFACT_URL" ]; then
+  mkdir -p -- "$stage"
+  stage_verified "$PDB_ARTIFACT_URL" "$PDB_ARCHIVE_NAME" "$PDB_SHA256"
+  archive=$PDB_STAGED_PATH
+  expected=$PDB_STAGED_SHA
+  reused=$PDB_STAGED_REUSED
 fi
-printf '%s  %s\n' "$expected" "$PDB_ARCHIVE_NAME" >"$archive.sha256"
-log "archive verified: $archive sha256 $expected"
+if [ "$plan" = migrate ]; then
+  mkdir -p -- "$stage"
+  stage_verified "$PDB_TOOL_URL" "$PDB_TOOL_ARCHIVE" ''
+  tool=$PDB_STAGED_PATH
+fi
 
-printf '{"archive":%s,"sha256":%s,"reused":%s}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused"
+printf '{"archive":%s,"sha256":%s,"reused":%s,"layout":%s,"plan":%s,"tool":%s}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused" \
+  "$(json_str "$layout")" "$(json_str "$plan")" "$(json_str "$tool")"
