@@ -10,7 +10,7 @@ import {
   validateInputs,
   type PollOptions,
 } from "../../components/healthPoll";
-import { fakeApi, fakeProgressDb, freePort, json, selfSignedCert, servePerTest, type SelfSignedCert, type TestServer } from "./servers";
+import { fakeApi, fakeProgressDb, fakeV1Api, freePort, json, selfSignedCert, servePerTest, type SelfSignedCert, type TestServer } from "./servers";
 
 const API_KEY = "sk_test_0123456789abcdef";
 
@@ -162,7 +162,14 @@ describe("pollUntilHealthy: failures are one readable message", () => {
 
   it("/readyz missing (404): an old release without /readyz", async () => {
     const s = await start((req, res) => (req.path === "/healthz" ? json(res, 200, { status: "ok" }) : json(res, 404, "404 page not found")));
-    expect(await failure(pollUntilHealthy(fast(s.url, { timeoutMs: 100 })))).toContain("no /readyz endpoint: a release older than 0.2.0");
+    expect(await failure(pollUntilHealthy(fast(s.url, { timeoutMs: 100 })))).toContain("no /readyz endpoint: a 0.1.x release (which has none");
+  });
+
+  it("/readyz of a 0.1.x (401 without a key): says so and points at versionProof host", async () => {
+    const s = await start(fakeV1Api(API_KEY).handler);
+    const msg = await failure(pollUntilHealthy(fast(s.url, { timeoutMs: 100 })));
+    expect(msg).toContain(`Last seen: GET ${s.url}/readyz answered 401: unauthorized`);
+    expect(msg).toContain('a 0.1.x version is proved with versionProof "host"');
   });
 
   it("a redirect to another origin is not followed: fails at once, nothing reaches the other host", async () => {
@@ -245,6 +252,8 @@ describe("smoke test (frontend/v1 API with a backend key)", () => {
       expect(q.headers["x-user-id"]).toBe("progressdb-upgrades-smoke");
       expect(q.headers["x-user-signature"]).toBeUndefined();
     }
+    // 0.2 rejects a body author from a backend key (400): the author travels as X-User-ID only.
+    for (const q of s.requests.filter((x) => x.method === "POST")) expect(JSON.parse(q.body)).not.toHaveProperty("author");
     // The health endpoints never get the key.
     for (const q of s.requests.filter((x) => !x.path.startsWith("/frontend/"))) expect(q.headers["x-api-key"]).toBeUndefined();
   });
@@ -288,6 +297,70 @@ describe("smoke test (frontend/v1 API with a backend key)", () => {
     const s = await start(api.handler);
     await pollUntilHealthy(fast(s.url, { apiKey: API_KEY }));
     expect(s.requests.filter((q) => q.path.startsWith("/frontend/"))).toHaveLength(0);
+  });
+});
+
+describe("versionProof host (0.1.x: no /readyz, version proved on the host)", () => {
+  const HOST_PROOF = "pid 4242 listening on 127.0.0.1:18080 runs /opt/progressdb/releases/0.1.2/progressdb (sha256 ab12…, equal to the verified archive's)";
+
+  it("passes when /healthz is ok and /readyz is not a 200; reports the expected version and the proof", async () => {
+    const s = await start(fakeV1Api(API_KEY).handler);
+    const r = await pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: HOST_PROOF }));
+    expect(r).toMatchObject({ status: "healthy", reportedVersion: "0.1.2", versionProof: `host: ${HOST_PROOF}`, attempts: 1 });
+    expect(s.requests.map((q) => q.path)).toEqual(["/healthz", "/readyz"]);
+    // 404 (a key added by a proxy) is a 0.1.x answer too.
+    const keyed = await start((req, res) => (req.path === "/healthz" ? json(res, 200, { status: "ok" }) : json(res, 404, "404 page not found")));
+    await expect(pollUntilHealthy(fast(keyed.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: HOST_PROOF }))).resolves.toMatchObject({ status: "healthy" });
+  });
+
+  it("a /readyz that answers 200 with a version: a 0.2-family process, named", async () => {
+    const s = await start(fakeProgressDb({ version: "v0.2.1" }));
+    const msg = await failure(pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: HOST_PROOF, timeoutMs: 200 })));
+    expect(msg).toContain("not healthy at version 0.1.2");
+    expect(msg).toContain("a 0.2-family process (v0.2.1) is answering where 0.1.2 (0.1.x, which has no /readyz) was expected");
+  });
+
+  it("an empty hostProof fails at once, without a request", async () => {
+    const s = await start(fakeV1Api(API_KEY).handler);
+    const msg = await failure(pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: "  " })));
+    expect(msg).toContain('versionProof is "host" but hostProof is empty');
+    expect(s.requests).toHaveLength(0);
+  });
+
+  it("/healthz must still be ok", async () => {
+    const s = await start((_req, res) => json(res, 503, { status: "starting" }));
+    const msg = await failure(pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: HOST_PROOF, timeoutMs: 100 })));
+    expect(msg).toContain("/healthz answered 503");
+  });
+});
+
+describe("smoke test (v1 API of 0.1.x)", () => {
+  it("creates a thread, posts a message, reads it back, deletes both — author in the body or ?author=", async () => {
+    const api = fakeV1Api(API_KEY);
+    const s = await start(api.handler);
+    const r = await pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: "proof", dialect: "v1", smokeTest: true, apiKey: API_KEY }));
+    expect(r.smokeResult).toBe("passed");
+    const t = [...api.threads.keys()][0]!;
+    const m = [...api.messages.keys()][0]!;
+    const calls = s.requests.filter((q) => q.path.startsWith("/v1/")).map((q) => `${q.method} ${q.path}`);
+    expect(calls).toEqual([
+      "POST /v1/threads",
+      `POST /v1/threads/${t}/messages`,
+      `GET /v1/threads/${t}/messages?author=progressdb-upgrades-smoke`,
+      `DELETE /v1/threads/${t}/messages/${m}?author=progressdb-upgrades-smoke`,
+      `DELETE /v1/threads/${t}?author=progressdb-upgrades-smoke`,
+    ]);
+    expect(JSON.parse(s.requests.find((q) => q.path === "/v1/threads")!.body)).toMatchObject({ author: "progressdb-upgrades-smoke" });
+    // 0.1.x deletes are soft: both are marked deleted.
+    expect(api.threads.get(t)?.deleted).toBe(true);
+    expect(api.messages.get(m)?.deleted).toBe(true);
+  });
+
+  it("the frontend-v1 smoke test against a 0.1.x says which API it expected", async () => {
+    const s = await start(fakeV1Api(API_KEY).handler);
+    const msg = await failure(pollUntilHealthy(fast(s.url, { expectedVersion: "0.1.2", versionProof: "host", hostProof: "proof", smokeTest: true, apiKey: API_KEY })));
+    expect(msg).toContain('smoke test failed at step "create thread": POST');
+    expect(msg).toContain('this instance does not serve the 0.2.x /frontend/v1 API (dialect "frontend-v1")');
   });
 });
 
@@ -403,6 +476,84 @@ describe("provider contract (pure parts)", () => {
     const unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
     expect(validateInputs({ ...base, url: unknown, deploymentId: unknown })).toEqual([]);
   });
+
+  it("check: the version proof, the dialect and the continuity keys", () => {
+    const props = (f: { property: string }[]) => f.map((x) => x.property);
+    const unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+    expect(props(validateInputs({ ...base, versionProofMode: "banner" }))).toEqual(["versionProof"]);
+    expect(validateInputs({ ...base, versionProofMode: "host" })[0]).toMatchObject({ property: "hostProof" });
+    expect(validateInputs({ ...base, versionProofMode: "host", hostProof: "pid 1 runs …" })).toEqual([]);
+    // At preview the proof is not known yet (the install step prints it).
+    expect(validateInputs({ ...base, versionProofMode: "host", hostProof: unknown })).toEqual([]);
+    expect(props(validateInputs({ ...base, dialect: "v2" }))).toEqual(["dialect"]);
+    expect(props(validateInputs({ ...base, dialect: "frontend-v1", dataContinuity: true }))).toEqual(["adminApiKey"]);
+    expect(validateInputs({ ...base, dialect: "v1", dataContinuity: true, apiKey: "k" })).toEqual([]);
+    expect(props(validateInputs({ ...base, baseline: "not a sample" }))).toEqual(["baseline"]);
+  });
+
+  it("diff: proof, dialect, baseline changes re-check in place; a baseline is compared as data (key order ignored)", () => {
+    const b = { available: true, reason: "", threads: [{ ref: "#1", digest: "d" }] };
+    const withB = { ...state, dialect: "v1", versionProofMode: "host", hostProof: "p1", baseline: b };
+    expect(diffInputs(withB, { ...base, dialect: "v1", versionProofMode: "host", hostProof: "p1", baseline: { threads: [{ digest: "d", ref: "#1" }], reason: "", available: true } }).changes).toBe(false);
+    expect(diffInputs(withB, { ...base, dialect: "v1", versionProofMode: "host", hostProof: "p2", baseline: b })).toMatchObject({ changes: true, replaces: [] });
+    expect(diffInputs(withB, { ...base, dialect: "frontend-v1", versionProofMode: "host", hostProof: "p1", baseline: b })).toMatchObject({ changes: true, replaces: [] });
+    expect(diffInputs(withB, { ...base, dialect: "v1", versionProofMode: "host", hostProof: "p1", baseline: { ...b, reason: "x" } })).toMatchObject({ changes: true, replaces: [] });
+  });
+});
+
+describe("provider outputs: runId, versionProof, continuity", () => {
+  it("runId is fresh on create and on update, kept by refresh; no key in any output", async () => {
+    const api = fakeApi("v0.2.1", API_KEY);
+    const s = await start(api.handler);
+    const inputs = { url: s.url, expectedVersion: "0.2.1", deploymentId: "d1", versionProofMode: "readyz", dialect: "frontend-v1", intervalSeconds: 0.02, apiKey: API_KEY, adminApiKey: "ak_admin_key_0001" };
+    const created = await healthProvider.create(inputs);
+    expect(created.outs).toMatchObject({
+      status: "healthy",
+      reportedVersion: "v0.2.1",
+      versionProof: 'readyz reported "v0.2.1"',
+      continuity: "skipped: no baseline sample",
+      continuityMessage: "",
+      versionProofMode: "readyz",
+    });
+    expect(created.outs["runId"]).toMatch(/^[0-9a-f-]{36}$/);
+    const read = await healthProvider.read!(created.id, created.outs);
+    expect(read.props?.["runId"]).toBe(created.outs["runId"]);
+    const updated = await healthProvider.update!(created.id, created.outs, { ...inputs, timeoutSeconds: 30 });
+    expect(updated.outs?.["runId"]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(updated.outs?.["runId"]).not.toBe(created.outs["runId"]);
+    expect(JSON.stringify([created, read, updated])).not.toMatch(/ak_admin_key_0001|sk_test_0123456789abcdef/);
+  });
+
+  it("update: an unchanged baseline that passed is not compared again; a new one is", async () => {
+    const api = fakeApi("v0.2.1", API_KEY, undefined, false, "ak_admin_key_0001");
+    const s = await start(api.handler);
+    const baseline = { available: true, reason: "", dialect: "v1", servedVersion: "", takenAt: "", salt: "s", stats: { threads: 1, messages: 1 }, threadsListed: 1, threads: [] };
+    const inputs = { url: s.url, expectedVersion: "0.2.1", deploymentId: "d1", dialect: "frontend-v1", intervalSeconds: 0.02, apiKey: API_KEY, adminApiKey: "ak_admin_key_0001", baseline, baselineVersion: "0.1.2" };
+    const created = await healthProvider.create(inputs);
+    // The fake serves 0 threads where the baseline had 1.
+    expect(created.outs).toMatchObject({ status: "healthy", continuity: "failed", continuityMessage: "0.2.1 serves 0 threads where 0.1.2 served 1: data missing" });
+    // A failed gate is compared again on update.
+    const again = await healthProvider.update!(created.id, created.outs, inputs);
+    expect(again.outs).toMatchObject({ continuity: "failed" });
+    const adminReads = s.requests.filter((q) => q.path === "/admin/stats").length;
+    // Passed once: not compared again while the baseline stays the same.
+    const passed = { ...created.outs, continuity: "passed", continuityMessage: "" };
+    const kept = await healthProvider.update!(created.id, passed, { ...inputs, timeoutSeconds: 30 });
+    expect(kept.outs).toMatchObject({ continuity: "passed", continuityMessage: "" });
+    expect(s.requests.filter((q) => q.path === "/admin/stats").length).toBe(adminReads);
+    const fresh = await healthProvider.update!(created.id, passed, { ...inputs, baseline: { ...baseline, salt: "t" } });
+    expect(fresh.outs).toMatchObject({ continuity: "failed" });
+  });
+
+  it("versionProof host: the proof is the output; refresh of a 0.1.x keeps the state", async () => {
+    const s = await start(fakeV1Api(API_KEY).handler);
+    const inputs = { url: s.url, expectedVersion: "0.1.2", deploymentId: "d1", versionProofMode: "host", hostProof: "pid 7 runs the 0.1.2 binary", dialect: "v1", intervalSeconds: 0.02 };
+    const created = await healthProvider.create(inputs);
+    expect(created.outs).toMatchObject({ status: "healthy", reportedVersion: "0.1.2", versionProof: "host: pid 7 runs the 0.1.2 binary", versionProofMode: "host" });
+    const read = await healthProvider.read!(created.id, created.outs);
+    expect(read.props).toEqual(created.outs);
+    expect(diffInputs(read.props!, read.inputs!).changes).toBe(false);
+  });
 });
 
 describe("provider read (pulumi refresh)", () => {
@@ -425,5 +576,14 @@ describe("provider read (pulumi refresh)", () => {
     expect(String(read.props?.message)).toContain("still answering 0.1.2: the old binary is running");
     expect(old.requests.length).toBeGreaterThan(0);
     expect(diffInputs(read.props!, read.inputs!).changes).toBe(true);
+  });
+
+  it("a service that is down: unhealthy, with the cause", async () => {
+    const s = await start(fakeProgressDb());
+    const created = await healthProvider.create({ url: s.url, expectedVersion: "0.2.0", deploymentId: "d1", intervalSeconds: 0.02, timeoutSeconds: 0.2 });
+    await s.close();
+    const read = await healthProvider.read!(created.id, created.outs);
+    expect(read.props).toMatchObject({ status: "unhealthy", reportedVersion: "0.2.0", runId: created.outs["runId"] });
+    expect(String(read.props?.message)).toContain("connection refused");
   });
 });

@@ -112,14 +112,19 @@ export function fakeProgressDb(o: FakeProgressDbOptions = {}): Handler {
 export interface FakeApi {
   handler: Handler;
   threads: Map<string, { title: string; author: string; deleted: boolean }>;
+  /** Keyed by the stored key (the provisional key + ":000000000", as 0.2.1 stores it). */
   messages: Map<string, { thread: string; body: unknown; author: string; deleted: boolean }>;
 }
 
 /**
- * The subset of the frontend/v1 API the smoke test uses, with asynchronous
- * writes like the real service: a message is visible to GET only from the
- * second read on (never, with `loseMessages`). `fail` makes one route answer an error (echoing the
- * request's X-API-Key, as a careless server might).
+ * The 0.2.x /frontend/v1 API as the real 0.2.1 answers it (shapes verified on
+ * the binary): a backend key in X-API-Key with the author as X-User-ID or
+ * ?author= (a body author gets 400); POST → 202 {"key"}; a message is stored
+ * under its provisional key + ":000000000"; GET lists carry "pagination";
+ * DELETE → 202 {"key"}. Writes are asynchronous: a posted message is
+ * visible from the second read of its thread on (never, with `loseMessages`). `fail` makes
+ * one route answer an error (echoing the request's X-API-Key, as a careless
+ * server might). /admin/stats and /admin/users take `adminKey` only.
  */
 export function fakeApi(
   version: string,
@@ -127,58 +132,167 @@ export function fakeApi(
   fail?: { method: string; pathPattern: RegExp; status: number },
   /** Accept message writes (202) but never apply them. */
   loseMessages = false,
+  adminKey = "ak_fake_admin_key",
 ): FakeApi {
   const health = fakeProgressDb({ version });
   const threads = new Map<string, { title: string; author: string; deleted: boolean }>();
   const messages = new Map<string, { thread: string; body: unknown; author: string; deleted: boolean }>();
-  const reads = new Map<string, number>();
+  /** Posted but not applied yet: hidden from the next read of their thread (for ever with `loseMessages`). */
+  const unapplied = new Set<string>();
   let seq = 0;
+  const page = (count: number) => ({ before_anchor: "", after_anchor: "", has_before: false, has_after: false, count, total: count });
   const handler: Handler = (req, res) => {
     if (req.path === "/healthz" || req.path === "/readyz") return health(req, res);
     if (fail && req.method === fail.method && fail.pathPattern.test(req.path)) {
       return json(res, fail.status, { error: `request failed for key ${String(req.headers["x-api-key"])}`, headers: req.headers });
     }
-    if (req.headers["x-api-key"] !== apiKey) return json(res, 401, { error: "invalid api key" });
-    const user = req.headers["x-user-id"];
-    if (typeof user !== "string" || user === "") return json(res, 401, { error: "missing X-User-ID" });
+    const key = req.headers["x-api-key"];
     const url = new URL(req.path, "http://x");
+    if (url.pathname.startsWith("/admin/")) {
+      if (key === apiKey) return json(res, 403, { error: "forbidden" });
+      if (key !== adminKey) return json(res, 401, { error: "unauthorized" });
+      if (url.pathname === "/admin/stats") {
+        return json(res, 200, { threads: threads.size, messages: messages.size });
+      }
+      if (url.pathname === "/admin/users") {
+        const users = [...new Set([...threads.values()].map((t) => t.author))].sort();
+        return json(res, 200, { users, pagination: page(users.length) });
+      }
+      return json(res, 404, "404 page not found");
+    }
+    if (key === adminKey) return json(res, 403, { error: "forbidden" });
+    if (key !== apiKey) return json(res, 401, { error: "unauthorized" });
+    const body = req.body ? (JSON.parse(req.body) as Record<string, unknown>) : {};
+    if (body["author"] !== undefined) return json(res, 400, { error: "author required for backend requests" });
+    const user = req.headers["x-user-id"] ?? url.searchParams.get("author") ?? "";
+    if (typeof user !== "string" || user === "") return json(res, 400, { error: "author required for backend requests" });
     const parts = url.pathname.split("/").map((p) => decodeURIComponent(p));
     // ["", "frontend", "v1", "threads", key?, "messages"?, id?]
-    if (parts[1] !== "frontend" || parts[2] !== "v1" || parts[3] !== "threads") return json(res, 404, { error: "not found" });
+    if (parts[1] !== "frontend" || parts[2] !== "v1" || parts[3] !== "threads") return json(res, 404, "404 page not found");
     const tk = parts[4];
     if (tk === undefined) {
+      if (req.method === "GET") {
+        const own = [...threads.entries()].filter(([, t]) => t.author === user && !t.deleted).map(([k, t]) => ({ key: k, title: t.title, author: t.author }));
+        return json(res, 200, { threads: own.reverse(), pagination: page(own.length) });
+      }
       if (req.method !== "POST") return json(res, 405, { error: "method" });
-      const key = `t:${String(++seq).padStart(8, "0")}`;
-      threads.set(key, { title: (JSON.parse(req.body) as { title: string }).title, author: user, deleted: false });
-      return json(res, 202, { key });
+      const k = `t:${String(++seq).padStart(8, "0")}`;
+      threads.set(k, { title: String(body["title"] ?? ""), author: user, deleted: false });
+      return json(res, 202, { key: k });
     }
     const thread = threads.get(tk);
     if (!thread || thread.deleted) return json(res, 404, { error: "thread not found" });
+    if (thread.author !== user) return json(res, 403, { error: "access denied" });
     if (parts[5] === undefined) {
       if (req.method === "DELETE") {
         thread.deleted = true;
-        res.writeHead(204).end();
-        return;
+        return json(res, 202, { key: tk });
       }
       return json(res, 200, { thread: { key: tk, ...thread } });
     }
-    if (parts[5] !== "messages") return json(res, 404, { error: "not found" });
+    if (parts[5] !== "messages") return json(res, 404, "404 page not found");
     const mid = parts[6];
     if (mid === undefined && req.method === "POST") {
-      const key = `${tk}:m:${String(++seq).padStart(8, "0")}`;
-      messages.set(key, { thread: tk, body: (JSON.parse(req.body) as { body: unknown }).body, author: user, deleted: false });
-      return json(res, 202, { message: { key, thread: tk, author: user } });
+      const k = `${tk}:m:${String(++seq).padStart(8, "0")}`;
+      messages.set(`${k}:000000000`, { thread: tk, body: body["body"], author: user, deleted: false });
+      unapplied.add(`${k}:000000000`);
+      return json(res, 202, { key: k });
     }
     if (mid === undefined && req.method === "GET") {
-      const n = (reads.get(tk) ?? 0) + 1;
-      reads.set(tk, n);
-      const visible = n === 1 || loseMessages ? [] : [...messages.entries()].filter(([, m]) => m.thread === tk && !m.deleted);
-      return json(res, 200, { thread: tk, messages: visible.map(([key, m]) => ({ key, ...m })) });
+      const visible = [...messages.entries()].filter(([k, m]) => m.thread === tk && !m.deleted && !unapplied.has(k));
+      if (!loseMessages) for (const [k, m] of messages) if (m.thread === tk) unapplied.delete(k);
+      return json(res, 200, { thread: tk, messages: visible.map(([k, m]) => ({ key: k, ...m })), pagination: page(visible.length) });
     }
     if (mid !== undefined && req.method === "DELETE") {
       const m = messages.get(mid);
       if (!m) return json(res, 404, { error: "message not found" });
       m.deleted = true;
+      return json(res, 202, { key: mid });
+    }
+    json(res, 405, { error: "method" });
+  };
+  return { handler, threads, messages };
+}
+
+export interface FakeV1Api {
+  handler: Handler;
+  threads: Map<string, { title: string; author: string; deleted: boolean }>;
+  messages: Map<string, { thread: string; body: unknown; author: string; deleted: boolean }>;
+}
+
+/**
+ * The 0.1.x API as the real 0.1.2 answers it (shapes verified on the binary):
+ * no /readyz (401 without a key, 404 with one); /v1 with the author in the
+ * body or ?author=; synchronous 200/204; soft deletes; /admin/threads and
+ * /admin/stats with the admin or backend key. `rateLimit`: after `burst`
+ * requests within a second, 429 (0.1.2's default is 5 rps, burst 10).
+ */
+export function fakeV1Api(apiKey: string, opts: { adminKey?: string; rateLimit?: { burst: number } } = {}): FakeV1Api {
+  const threads = new Map<string, { title: string; author: string; deleted: boolean }>();
+  const messages = new Map<string, { thread: string; body: unknown; author: string; deleted: boolean }>();
+  let seq = 0;
+  let windowStart = 0;
+  let inWindow = 0;
+  const handler: Handler = (req, res) => {
+    const url = new URL(req.path, "http://x");
+    if (req.method === "GET" && url.pathname === "/healthz") return json(res, 200, { status: "ok" });
+    const key = req.headers["x-api-key"];
+    if (typeof key !== "string" || (key !== apiKey && key !== opts.adminKey)) {
+      res.writeHead(401, { "Content-Type": "text/plain" }).end("unauthorized\n");
+      return;
+    }
+    if (opts.rateLimit) {
+      const now = Date.now();
+      if (now - windowStart >= 1000) {
+        windowStart = now;
+        inWindow = 0;
+      }
+      if (++inWindow > opts.rateLimit.burst) {
+        res.writeHead(429, { "Content-Type": "text/plain" }).end("rate limit exceeded\n");
+        return;
+      }
+    }
+    const body = req.body ? (JSON.parse(req.body) as Record<string, unknown>) : {};
+    const author = String(body["author"] ?? req.headers["x-user-id"] ?? url.searchParams.get("author") ?? "");
+    const live = (thread: string) => [...messages.entries()].filter(([, m]) => m.thread === thread && !m.deleted).map(([id, m]) => ({ id, ...m }));
+    if (url.pathname === "/admin/threads") return json(res, 200, { threads: [...threads.entries()].map(([id, t]) => ({ id, ...t })) });
+    if (url.pathname === "/admin/stats") return json(res, 200, { threads: threads.size, messages: messages.size });
+    if (url.pathname === "/v1/messages" && req.method === "GET") {
+      const t = url.searchParams.get("thread") ?? "default";
+      return json(res, 200, { thread: t, messages: live(t) });
+    }
+    const parts = url.pathname.split("/").map((p) => decodeURIComponent(p));
+    if (parts[1] !== "v1" || parts[2] !== "threads") return json(res, 404, "404 page not found");
+    if (author === "") return json(res, 400, { error: "author required for backend requests" });
+    const id = parts[3];
+    if (id === undefined) {
+      if (req.method !== "POST") return json(res, 405, { error: "method" });
+      const tid = `thread-${Date.now()}000000-${++seq}`;
+      threads.set(tid, { title: String(body["title"] ?? ""), author, deleted: false });
+      return json(res, 200, { id: tid, title: body["title"], author });
+    }
+    const thread = threads.get(id);
+    if (parts[4] === undefined && req.method === "DELETE") {
+      if (thread) thread.deleted = true;
+      res.writeHead(204).end();
+      return;
+    }
+    if (!thread || thread.deleted) return json(res, 404, { error: "thread not found" });
+    if (parts[4] !== "messages") return json(res, 404, "404 page not found");
+    const mid = parts[5];
+    if (mid === undefined && req.method === "POST") {
+      const m = `msg-${Date.now()}000000-${++seq}`;
+      messages.set(m, { thread: id, body: body["body"], author, deleted: false });
+      return json(res, 200, { id: m, thread: id, author, body: body["body"] });
+    }
+    if (mid === undefined && req.method === "GET") {
+      const all = [...messages.values()].filter((m) => m.thread === id);
+      if (!all.some((m) => m.author === author)) return json(res, 403, { error: "author not found in any message in this thread" });
+      return json(res, 200, { thread: id, messages: live(id) });
+    }
+    if (mid !== undefined && req.method === "DELETE") {
+      const m = messages.get(mid);
+      if (m) m.deleted = true;
       res.writeHead(204).end();
       return;
     }
