@@ -64,10 +64,15 @@ interface Target {
 const STANDIN_CRASH_MS = 500;
 const env = (extra: Record<string, string> = {}) => baseEnv({ PROGRESSDB_STANDIN_CRASH_DELAY_MS: String(STANDIN_CRASH_MS), ...extra });
 
-const realDir = realReleasesDir();
+const arch = process.arch === "x64" ? "amd64" : process.arch;
+const foundDir = realReleasesDir();
+const realDir =
+  foundDir && (["0.1.2", "0.2.1"] as const).every((v) => fs.existsSync(path.join(foundDir, v, `progressdb_${v}_linux_${arch}.tar.gz`)))
+    ? foundDir
+    : undefined;
 if (!realDir) {
   console.warn(
-    "\n\n*** SKIPPING the REAL-release contract tests: no real ProgressDB release archives found.\n" +
+    `\n\n*** SKIPPING the REAL-release contract tests: no real ProgressDB 0.1.2 + 0.2.1 linux_${arch} archives ${foundDir ? `in ${foundDir}` : "found"}.\n` +
       "*** Set PDB_RELEASES_DIR=<dir with 0.1.2/ and 0.2.1/ archives> (or provide ../shared/progressdb-releases).\n" +
       "*** Only the stand-in is checked — drift from the real releases goes unnoticed. ***\n",
   );
