@@ -4,6 +4,7 @@
 //                        GET  /v1/threads/{id}/messages?author= → {thread,messages};
 //                        DELETE …/messages/{mid}?author= and /v1/threads/{id}?author= → 204.
 //   frontend-v1 (0.2.x): POST /frontend/v1/threads {title} (+X-User-ID) → 202 {key};
+//                        GET  …/{key} → 200 {thread} once applied (writes are asynchronous);
 //                        POST …/{key}/messages {body} → 202 {key} (provisional);
 //                        GET  …/{key}/messages → {thread,messages,pagination} (stored keys end ":000000000");
 //                        DELETE …/messages/{stored key} and …/{key} → 202.
@@ -102,6 +103,16 @@ export async function runSmokeTest(
     }
     threadKey = key;
     const messagesPath = `${threadsPath}/${segment(threadKey)}/messages`;
+
+    if (!v1) {
+      // 0.2.1 answers 202 and applies later, and drops a write that races the thread's creation
+      // (thread.delete 7 ms after it failed with "pebble: not found"): post only once the thread reads back.
+      const seen = await retrying(async () => {
+        const s = await call("GET", `${threadsPath}/${segment(key)}`, { ok: [200] });
+        return is404(s) || notYetOwned(s) ? { ...s, retry: true } : s;
+      });
+      if (!seen.ok) return failed("read thread back", seen.obs);
+    }
 
     const m = await retrying(async () => {
       const s = await call("POST", messagesPath, { body: v1 ? { author: user, body: { text } } : { body: { text } }, ok: v1 ? [200, 201] : [200, 201, 202] });

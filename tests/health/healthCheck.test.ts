@@ -237,6 +237,7 @@ describe("smoke test (frontend/v1 API with a backend key)", () => {
     expect(m).toBeDefined();
     expect(calls).toEqual([
       "POST /frontend/v1/threads",
+      `GET /frontend/v1/threads/${t}`, // the thread is applied before anything is posted into it
       `POST /frontend/v1/threads/${t}/messages`,
       `GET /frontend/v1/threads/${t}/messages`, // async write: not visible yet
       `GET /frontend/v1/threads/${t}/messages`,
