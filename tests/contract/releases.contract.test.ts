@@ -757,15 +757,27 @@ function v2Suite(kind: Kind, get: () => Promise<Target>) {
   describe("prgcli migrate (§6; clients/cli/cmd/migrate.go, clients/cli/internal/migrate/migrate_to_pebble.go)", () => {
     let src: Server;
     const key = "ab".repeat(32);
-    let old: { threadId: string; createdTs: number; msgTs: number[] };
+    let old: { threadId: string; createdTs: number; msgTs: number[]; deletedId: string; deletedCreatedTs: number };
 
     beforeAll(async () => {
       src = await startServer(t.sibling, env(), (port, db) => v1Config({ port, db }));
-      const th = await call(src.base, "POST", "/v1/threads", { key: KEYS.backend, body: { author: "carol", title: "Migrated Title" } });
+      const bk = { key: KEYS.backend };
+      const th = await call(src.base, "POST", "/v1/threads", { ...bk, body: { author: "carol", title: "Migrated Title" } });
       const thread = th.json as { id: string; created_ts: number };
-      const a = await call(src.base, "POST", `/v1/threads/${thread.id}/messages`, { key: KEYS.backend, body: { author: "carol", body: { text: "one" } } });
-      const b = await call(src.base, "POST", `/v1/threads/${thread.id}/messages`, { key: KEYS.backend, body: { author: "dave", body: { text: "two" } } });
-      old = { threadId: thread.id, createdTs: thread.created_ts, msgTs: [a, b].map((r) => (r.json as { ts: number }).ts) };
+      const a = await call(src.base, "POST", `/v1/threads/${thread.id}/messages`, { ...bk, body: { author: "carol", body: { text: "one" } } });
+      const b = await call(src.base, "POST", `/v1/threads/${thread.id}/messages`, { ...bk, body: { author: "dave", body: { text: "two" } } });
+      // A second thread whose message and then the thread itself were deleted in 0.1.
+      const gone = (await call(src.base, "POST", "/v1/threads", { ...bk, body: { author: "carol", title: "Deleted in 0.1" } })).json as { id: string; created_ts: number };
+      const gm = (await call(src.base, "POST", `/v1/threads/${gone.id}/messages`, { ...bk, body: { author: "carol", body: { text: "gone" } } })).json as { id: string };
+      expect((await call(src.base, "DELETE", `/v1/threads/${gone.id}/messages/${gm.id}?author=carol`, bk)).status).toBe(204);
+      expect((await call(src.base, "DELETE", `/v1/threads/${gone.id}?author=carol`, bk)).status).toBe(204);
+      old = {
+        threadId: thread.id,
+        createdTs: thread.created_ts,
+        msgTs: [a, b].map((r) => (r.json as { ts: number }).ts),
+        deletedId: gone.id,
+        deletedCreatedTs: gone.created_ts,
+      };
     });
 
     const cli = (args: string[], input = "", extra: Record<string, string> = {}) => runCli(t.prgcli!, args, { cwd: src.dir, env: env(extra), input });
@@ -809,24 +821,38 @@ function v2Suite(kind: Kind, get: () => Promise<Target>) {
       const r = await cli(["migrate", "--old-db-path", src.db, "--to", to, "--old-encryption-key", key, "--format", "pebble"], "y\n", extraEnv);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toContain("Migration Summary:");
-      expect(r.stdout).toMatch(/^ {2}Threads migrated: 1$/m);
-      expect(r.stdout).toMatch(new RegExp(`^ {2}Messages migrated: ${2 * copies}$`, "m"));
-      expect(r.stdout).toMatch(/^ {2}Indexes created: 4$/m);
-      expect(r.stdout).toMatch(/^ {2}Relationships created: 2$/m);
+      // 0.1 rows: thread 1 has 2 message versions; thread 2 has 3 ("gone", its deleted version, the thread tombstone)
+      expect(r.stdout).toMatch(/^ {2}Threads migrated: 2$/m);
+      expect(r.stdout).toMatch(new RegExp(`^ {2}Messages migrated: ${5 * copies}$`, "m"));
+      expect(r.stdout).toMatch(/^ {2}Indexes created: 8$/m);
+      expect(r.stdout).toMatch(/^ {2}Relationships created: 4$/m);
       expect(ls(to)).toEqual(["index", "kms", "state", "store", "wal"]);
 
       const up = await startServer(t.bin, env(), (port, db) => v2Config({ port, db }), { db: to });
-      expect((await call(up.base, "GET", "/admin/stats", { key: KEYS.admin })).json).toEqual({ threads: 1, messages: 2 * copies });
+      expect((await call(up.base, "GET", "/admin/stats", { key: KEYS.admin })).json).toEqual({ threads: 2, messages: 5 * copies });
       const b = { key: KEYS.backend, user: "carol" };
       const lt = await call(up.base, "GET", "/frontend/v1/threads", b);
       const threads = (lt.json as { threads: Array<Record<string, unknown>> }).threads;
-      const tsOf = (id: string) => id.split("-")[1];
-      // title and author carry over; the key is t:<20-digit thread ns>
-      expect(threads).toEqual([{ key: `t:${tsOf(old.threadId).padStart(20, "0")}`, title: "Migrated Title", author: "carol", created_ts: old.createdTs, updated_ts: old.createdTs }]);
-      const enc = encodeURIComponent(threads[0].key as string);
+      const keyOf = (id: string) => `t:${id.split("-")[1].padStart(20, "0")}`;
+      // title and author carry over; the key is t:<20-digit thread ns>; the thread deleted in 0.1 is back (deleted is not carried)
+      expect(threads).toEqual([
+        { key: keyOf(old.deletedId), title: "Deleted in 0.1", author: "carol", created_ts: old.deletedCreatedTs, updated_ts: old.deletedCreatedTs },
+        { key: keyOf(old.threadId), title: "Migrated Title", author: "carol", created_ts: old.createdTs, updated_ts: old.createdTs },
+      ]);
+      // every 0.1 version of a message becomes a message: the deleted one is back, its delete and the tombstone are listed with "deleted":true
+      const ld = await call(up.base, "GET", `/frontend/v1/threads/${encodeURIComponent(keyOf(old.deletedId))}/messages`, b);
+      const dmsgs = (ld.json as { messages: Array<{ body: unknown; deleted?: boolean }> }).messages;
+      const rep = <T>(xs: T[]) => xs.flatMap((x) => Array<T>(copies).fill(x));
+      expect(dmsgs.map((m) => [m.body, m.deleted ?? false])).toEqual(
+        rep<[unknown, boolean]>([
+          [{ text: "gone" }, false],
+          [{ text: "gone" }, true],
+          [{ _event: "thread_deleted", by: "carol" }, true],
+        ]),
+      );
+      const enc = encodeURIComponent(keyOf(old.threadId));
       const lm = await call(up.base, "GET", `/frontend/v1/threads/${enc}/messages`, b);
       const msgs = (lm.json as { messages: Array<{ author: string; body: unknown; created_ts: number }> }).messages;
-      const rep = <T>(xs: T[]) => xs.flatMap((x) => Array<T>(copies).fill(x));
       // each message keeps its author, body and timestamp
       expect(msgs.map((m) => m.body)).toEqual(rep([{ text: "one" }, { text: "two" }]));
       expect(msgs.map((m) => m.author)).toEqual(rep(["carol", "dave"]));
