@@ -416,3 +416,15 @@ export function downgradeProblem(
       `      pulumi config set ${PROJECT}:allowDowngrade true`,
   };
 }
+
+/** Every leaf key of the stack config (`deployment.binary.listenAddr`, …) and every secret key. */
+export function settingsKeys(): string[] {
+  type Def = { type: string; shape?: Record<string, { _zod: { def: Def } }>; innerType?: { _zod: { def: Def } }; in?: { _zod: { def: Def } } };
+  const walk = (def: Def, prefix: string): string[] => {
+    if (def.type === "object" && def.shape) return Object.entries(def.shape).flatMap(([k, v]) => walk(v._zod.def, prefix ? `${prefix}.${k}` : k));
+    if (def.innerType) return walk(def.innerType._zod.def, prefix);
+    if (def.type === "pipe" && def.in) return walk(def.in._zod.def, prefix);
+    return [prefix];
+  };
+  return [...walk((settingsSchema as unknown as { _zod: { def: Def } })._zod.def, ""), ...SECRET_KEYS];
+}

@@ -16,6 +16,11 @@ export interface HostCommandArgs {
   stdin: pulumi.Input<string>;
   /** What re-runs the step: the version (or the restore request), nothing incidental. */
   triggers: pulumi.Input<unknown[]>;
+  /**
+   * What runs when another input changes (the provider's `update`). Unset, the
+   * provider runs the script again: every script is idempotent on the host.
+   */
+  update?: pulumi.Input<string>;
 }
 
 /**
@@ -28,6 +33,7 @@ export function hostCommand(name: string, args: HostCommandArgs, opts: pulumi.Cu
     {
       connection: args.connection,
       create: args.script,
+      update: args.update,
       stdin: pulumi.secret(args.stdin),
       triggers: args.triggers,
       logging: "stderr",

@@ -526,6 +526,22 @@ export function renderMigrateScript(p: MigrateParams): string {
   });
 }
 
+/**
+ * The `update` command of a run-once step (the restore): a change of its other
+ * inputs (connection, credentials) must not run it again; this prints the
+ * result the step recorded on the host, so its outputs stay as they were.
+ */
+export function renderReplayScript(installDir: string, step: "restore"): string {
+  checkAbsolute("installDir", installDir);
+  const file = `${installDir}/run/${step}-last.json`;
+  return [
+    `# progressdb-upgrades: replay of the ${step} step's recorded result (nothing runs again)`,
+    `f=${shQuote(file)}`,
+    `if [ -s "$f" ]; then cat -- "$f"; else echo "no recorded ${step} result at $f: the ${step} ran before this program recorded results; remove progressdb:restore.backup and set it again to run it" >&2; exit 1; fi`,
+    "",
+  ].join("\n");
+}
+
 /** Configure (container mode): the rendered config into the data mount, owned by the image's uid. */
 export function renderConfigureScript(host: HostParams, uid = 1000): string {
   validateHost(host);

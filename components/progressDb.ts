@@ -89,7 +89,8 @@ export class ProgressDb extends pulumi.ComponentResource {
     const version = s.version;
     const family: ReleaseFamily = familyOf(version);
     const deployedFamily = args.deployedVersion ? familyOf(args.deployedVersion) : family;
-    const runKey = s.restore.backup ? `${version}+restore-${digest(s.restore.backup)}` : version;
+    // One backup (and migration) per version: a restore at the same version does not take another.
+    const runKey = version;
     const connection = sshConnection(s.deployment.host, secrets.sshPrivateKey ?? "");
     const host = hostParams(s);
     const s3 = s.backup.enabled ? s3Params(s) : undefined;
@@ -103,7 +104,7 @@ export class ProgressDb extends pulumi.ComponentResource {
     const rendered = managedConfig ? serviceConfig(s, secrets, listenAddr, dbPath).apply((c) => family.renderConfig(c)) : pulumi.output("");
     const serviceStdin = pulumi.secret(rendered.apply((text) => renderSecretsStdin(text ? { serviceConfig: text } : {})));
     // A change of the service's own settings restarts it (no backup): the digest is secret, as the config is.
-    const settingsDigest = pulumi.secret(rendered.apply((text) => digest(`${text}\n${host.configFile ?? ""}\n${host.listenAddr}`)));
+    const settingsDigest = pulumi.secret(rendered.apply((text) => digest(`${text}\n${host.configFile ?? ""}\n${host.listenAddr}\n${host.serviceName}`)));
     const child = { parent: this };
 
     const bucket =
@@ -209,7 +210,7 @@ export class ProgressDb extends pulumi.ComponentResource {
             version,
             runKey,
             toolArchive: `${host.installDir}/staging/${version}/${tool.archiveName(version, binary.arch)}`,
-            expectThreads: snapshot?.sample.apply((x) => (x.available ? x.stats.threads : undefined)),
+            expectThreads: snapshot?.sample.apply((x) => (x.available ? x.threadsListed : undefined)),
             stdin: s3Stdin,
           },
           { ...child, dependsOn: afterBackup },

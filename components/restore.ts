@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { RestoreParams, RestoreResult, renderRestoreScript } from "./hostScripts";
+import { RestoreParams, RestoreResult, renderReplayScript, renderRestoreScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The restore script's parameters, and how to reach the host. */
@@ -29,9 +29,11 @@ export class Restore extends pulumi.ComponentResource {
         script: renderRestoreScript(args),
         stdin: args.stdin,
         triggers: [args.request],
+        // Later upgrades change the script text (it names the version to run), a key rotation its stdin:
+        // never a reason to restore again.
+        update: renderReplayScript(args.host.installDir, "restore"),
       },
-      // Later upgrades change the script text (it names the version to run), never a reason to restore again.
-      { parent: this, dependsOn: opts?.dependsOn, ignoreChanges: ["create"] },
+      { parent: this, dependsOn: opts?.dependsOn },
     );
     const result = scriptResult<RestoreResult>(run);
     this.restoredUri = result.restored;

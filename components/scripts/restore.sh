@@ -150,5 +150,9 @@ else
   log "the installed release is ${running:-none}; the install step starts $PDB_VERSION on the restored data"
 fi
 
-printf '{"restored":%s,"sha256":%s,"size":%s,"movedAside":[%s],"started":%s}\n' \
-  "$(json_str "$uri")" "$(json_str "$sha")" "$size" "$moved" "$started"
+result=$(printf '{"restored":%s,"sha256":%s,"size":%s,"movedAside":[%s],"started":%s}' \
+  "$(json_str "$uri")" "$(json_str "$sha")" "$size" "$moved" "$started")
+# Recorded for replay_result: a later change of the step's other inputs replays this, never restores again.
+mkdir -p -- "$PDB_INSTALL_DIR/run"
+printf '%s\n' "$result" >"$PDB_INSTALL_DIR/run/restore-last.json"
+printf '%s\n' "$result"

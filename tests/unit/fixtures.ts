@@ -36,6 +36,9 @@ export function containerConfig(version = "0.1.2"): Record<string, unknown> {
 export const TEST_SECRETS = {
   sshPrivateKey: "-----TEST SSH KEY 7f3a9c-----",
   kmsMasterKeyHex: "9".repeat(64),
+  apiKey: "test-backend-key-7f3a9c",
+  adminApiKey: "test-admin-key-7f3a9c",
+  signingKey: "test-signing-key-7f3a9c",
   s3AccessKeyId: "TESTACCESSKEY7F3A",
   s3SecretAccessKey: "test-s3-secret-7f3a9c",
 };
@@ -43,6 +46,16 @@ export const TEST_SECRETS = {
 export function rawConfig(values: Record<string, unknown>, secrets: Partial<Record<SecretKey, SecretState>> = {}): RawConfig {
   return {
     values,
-    secrets: { sshPrivateKey: "secret", kmsMasterKeyHex: "secret", apiKey: "absent", s3AccessKeyId: "absent", s3SecretAccessKey: "absent", ...secrets },
+    secrets: {
+      sshPrivateKey: "secret",
+      kmsMasterKeyHex: "secret",
+      apiKey: "secret",
+      adminApiKey: "secret",
+      frontendApiKey: "absent",
+      signingKey: "secret",
+      s3AccessKeyId: "absent",
+      s3SecretAccessKey: "absent",
+      ...secrets,
+    },
   };
 }

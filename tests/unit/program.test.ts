@@ -21,75 +21,100 @@ function inputDiff(a: Registration, b: Registration): string[] {
 
 describe("binary mode", () => {
   test("creates the component tree with the expected types and names", async () => {
-    const r = await run(binaryConfig());
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
     expect(r.registrations.map((x) => `${x.type} ${x.name}`).sort()).toEqual(
       [
         "progressdb:index:ProgressDb progressdb",
         "progressdb:deploy:Preflight progressdb-preflight",
         "command:remote:Command progressdb-preflight-check",
+        "pulumi-nodejs:dynamic/snapshot:DataSnapshot progressdb-snapshot",
         "progressdb:backup:Backup progressdb-backup",
         "command:remote:Command progressdb-backup-upload",
+        "progressdb:deploy:Migrate progressdb-migrate",
+        "command:remote:Command progressdb-migrate-data",
         "progressdb:deploy:BinaryDeployment progressdb-deploy",
         "command:remote:Command progressdb-deploy-install",
         "pulumi-nodejs:dynamic/health:HealthCheck progressdb-health",
+        "progressdb:deploy:Finalize progressdb-finalize",
+        "command:remote:Command progressdb-finalize-commit",
       ].sort(),
     );
-    for (const child of ["progressdb-preflight", "progressdb-backup", "progressdb-deploy", "progressdb-health"]) {
+    for (const child of ["progressdb-preflight", "progressdb-snapshot", "progressdb-backup", "progressdb-migrate", "progressdb-deploy", "progressdb-health", "progressdb-finalize"]) {
       expect(r.byName(child).parent).toBe(r.byName("progressdb").urn);
     }
   });
 
-  test("orders preflight → backup → install → health check", async () => {
-    const r = await run(binaryConfig());
-    expect(dependsOn(r, "progressdb-backup-upload", "progressdb-preflight-check")).toBe(true);
-    expect(dependsOn(r, "progressdb-deploy-install", "progressdb-backup-upload")).toBe(true);
+  test("a 0.1.x release has no migration step (its family ships no prgcli)", async () => {
+    const r = await run(binaryConfig("0.1.2"));
+    expect(r.registrations.some((x) => x.name.startsWith("progressdb-migrate"))).toBe(false);
+  });
+
+  test("orders preflight → snapshot → backup → migrate → install → health check → finalize", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(dependsOn(r, "progressdb-snapshot", "progressdb-preflight-check")).toBe(true);
+    expect(dependsOn(r, "progressdb-backup-upload", "progressdb-snapshot")).toBe(true);
+    expect(dependsOn(r, "progressdb-migrate-data", "progressdb-backup-upload")).toBe(true);
+    expect(dependsOn(r, "progressdb-deploy-install", "progressdb-migrate-data")).toBe(true);
     expect(dependsOn(r, "progressdb-health", "progressdb-deploy-install")).toBe(true);
+    expect(dependsOn(r, "progressdb-finalize-commit", "progressdb-health")).toBe(true);
     expect(dependsOn(r, "progressdb-preflight-check", "progressdb-backup-upload")).toBe(false);
   });
 
-  test("host commands are triggered by the version only; a restore by its request only", async () => {
-    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } });
-    for (const name of ["progressdb-preflight-check", "progressdb-backup-upload"]) {
-      expect(r.byName(name).inputs.triggers).toEqual(["0.1.2"]);
-    }
-    // The install also re-runs whenever the backup (which stops the service) ran again.
-    expect(r.byName("progressdb-deploy-install").inputs.triggers).toEqual(["0.1.2", "progressdb-backup-upload-id"]);
-    expect(r.byName("progressdb-restore-data").inputs.triggers).toEqual(["before:0.2.0"]);
+  test("the snapshot reads the deployed version's API; the health check speaks the new one's", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(r.byName("progressdb-snapshot").inputs).toMatchObject({ dialect: "v1", version: "0.2.1" });
+    expect(r.byName("progressdb-health").inputs).toMatchObject({ dialect: "frontend-v1", versionProofMode: "readyz", baselineVersion: "0.1.2" });
+    const v01 = await run(binaryConfig("0.1.2"));
+    expect(v01.byName("progressdb-health").inputs).toMatchObject({ dialect: "v1", versionProofMode: "host" });
+  });
+
+  test("the preflight is told the target's data layout and, for 0.2.x, where its prgcli is", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    const create = String(r.byName("progressdb-preflight-check").inputs.create);
+    expect(create).toContain("PDB_TARGET_LAYOUT='store'");
+    expect(create).toContain("PDB_TOOL_URL='http://127.0.0.1:18090/0.2.1/prgcli_0.2.1_linux_amd64.tar.gz'");
+    const v01 = String((await run(binaryConfig("0.1.2"))).byName("progressdb-preflight-check").inputs.create);
+    expect(v01).toContain("PDB_TARGET_LAYOUT='root'");
+    expect(v01).toContain("PDB_TOOL_URL=''");
   });
 
   test("a restore runs after the backup and before the install, and re-arms the health check", async () => {
-    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } }, { version: "0.2.0" });
+    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.1.3" } }, { version: "0.1.3" });
     expect(r.byName("progressdb-restore").type).toBe("progressdb:backup:Restore");
     expect(dependsOn(r, "progressdb-restore-data", "progressdb-backup-upload")).toBe(true);
     expect(dependsOn(r, "progressdb-deploy-install", "progressdb-restore-data")).toBe(true);
     expect(r.byName("progressdb-health").inputs.deploymentId).toBe("progressdb-deploy-install-id+progressdb-restore-data-id");
+    expect(r.byName("progressdb-restore-data").inputs.triggers).toEqual(["before:0.1.3"]);
+    // A change of its other inputs replays the recorded result: it never restores twice.
+    expect(String(r.byName("progressdb-restore-data").inputs.update)).toContain("run/restore-last.json");
     const plain = await run(binaryConfig("0.1.2"));
     expect(plain.registrations.some((x) => x.name.startsWith("progressdb-restore"))).toBe(false);
   });
 
-  test("changing only progressdb:version re-triggers backup, deployment and health check, and nothing else", async () => {
-    const before = await run(binaryConfig("0.1.2"));
-    const after = await run(binaryConfig("0.2.0"));
-    expect(after.registrations.map((x) => x.name)).toEqual(before.registrations.map((x) => x.name));
-    const changed: Record<string, string[]> = {};
-    for (const a of before.registrations) {
-      const diff = inputDiff(a, after.byName(a.name));
-      if (diff.length > 0) changed[a.name] = diff;
+  test("the service config is rendered per release family and reaches the host only as a secret on stdin", async () => {
+    for (const [version, marker] of [["0.1.2", "storage:"], ["0.2.1", "ingest:"]] as const) {
+      const r = await run(binaryConfig(version));
+      const install = r.byName("progressdb-deploy-install");
+      expect(JSON.stringify(install.wire.stdin)).toContain(SECRET_SIG);
+      const line = String(install.inputs.stdin).split("\n").find((l) => l.startsWith("PDB_SERVICE_CONFIG_B64="));
+      const config = Buffer.from(line!.split("=")[1], "base64").toString("utf8");
+      expect(config).toContain(marker);
+      expect(config).toContain(TEST_SECRETS.apiKey);
+      expect(config).toContain(TEST_SECRETS.kmsMasterKeyHex);
+      expect(String(install.inputs.create)).not.toContain(TEST_SECRETS.apiKey);
+      expect(String(install.inputs.create)).not.toContain("PROGRESSDB_KMS_MASTER_KEY_HEX");
     }
-    expect(changed).toEqual({
-      "progressdb-preflight-check": ["create", "triggers"],
-      "progressdb-backup-upload": ["create", "triggers"],
-      "progressdb-deploy-install": ["create", "triggers"],
-      "progressdb-health": ["expectedVersion"],
-    });
   });
 
-  test("exports the version, previous version, backup and health", async () => {
-    const r = await run(binaryConfig("0.2.0"));
+  test("exports the version, previous version, backup, health, proof, continuity and kept data", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
     expect(r.outputs).toMatchObject({
-      version: "0.2.0",
+      version: "0.2.1",
       previousVersion: "0.1.2",
-      backupUri: expect.stringMatching(/^s3:\/\/backups\/.*-0\.1\.2-to-0\.2\.0\.tar\.gz$/),
+      versionProof: "readyz",
+      dataContinuity: "passed",
+      keptData: { path: "/srv/progressdb/data.v0.1.2-kept-before-v0.2.1", version: "0.1.2", at: "2026-01-01T00:00:00Z" },
+      backupUri: expect.stringMatching(/^s3:\/\/backups\/.*-0\.1\.2-to-0\.2\.1\.tar\.gz$/),
       backupSha256: "b".repeat(64),
       backupSize: 1234,
       healthStatus: "healthy",
@@ -105,7 +130,7 @@ describe("binary mode", () => {
       expect(JSON.stringify(wire.stdin)).toContain(SECRET_SIG);
       expect(cmd.additionalSecretOutputs).toContain("stdin");
       expect(cmd.inputs.logging).toBe("stderr");
-      expect(String(cmd.inputs.create)).not.toMatch(/TEST SSH KEY|test-s3-secret|9{64}|TESTACCESSKEY/);
+      expect(String(cmd.inputs.create)).not.toMatch(/TEST SSH KEY|test-s3-secret|9{64}|TESTACCESSKEY|test-[a-z]+-key-7f3a9c/);
     }
     // Every occurrence of a secret value on the wire sits inside a secret marker.
     for (const reg of r.registrations) {
@@ -138,49 +163,68 @@ describe("binary mode", () => {
 });
 
 describe("downgrade guard", () => {
-  test("a version lower than the deployed one fails before any resource registers", async () => {
-    const failure = await run(binaryConfig("0.1.2"), { version: "0.2.0" }).then(
+  test("a version lower than the deployed one, in the same family, fails before any resource registers", async () => {
+    const failure = await run(binaryConfig("0.2.1"), { version: "0.2.2" }).then(
       () => undefined,
       (e: Error & { registrations: Registration[] }) => e,
     );
     expect(failure?.message).toMatch(
-      /progressdb:version 0\.1\.2 is lower than the deployed 0\.2\.0[\s\S]*progressdb:restore\.backup before:0\.2\.0[\s\S]*progressdb:allowDowngrade true/,
+      /progressdb:version 0\.2\.1 is lower than the deployed 0\.2\.2[\s\S]*progressdb:restore\.backup before:0\.2\.2[\s\S]*progressdb:allowDowngrade true/,
     );
     expect(failure?.registrations).toEqual([]);
   });
 
+  test("back across the data format: refused without kept data, allowed (version line only) with it", async () => {
+    const refused = await run(binaryConfig("0.1.2"), { version: "0.2.1" }).then(
+      () => undefined,
+      (e: Error & { registrations: Registration[] }) => e,
+    );
+    expect(refused?.message).toMatch(/cannot read the data 0\.2\.1 wrote[\s\S]*restore\.backup before:0\.2\.1/);
+    expect(refused?.registrations).toEqual([]);
+    const kept = { path: "/srv/progressdb/data.v0.1.2-kept-before-v0.2.1", version: "0.1.2", at: "2026-01-01T00:00:00Z" };
+    const r = await run(binaryConfig("0.1.2"), { version: "0.2.1", keptData: kept });
+    expect(String(r.byName("progressdb-deploy-install").inputs.create)).toContain("PDB_TARGET_LAYOUT='root'");
+    // The kept data is used up by the rollback.
+    expect(r.outputs.keptData).toEqual({ path: "", version: "", at: "" });
+  });
+
   test("an upgrade, a restore request or the explicit override passes", async () => {
-    await expect(run(binaryConfig("0.2.1"), { version: "0.2.0" })).resolves.toBeDefined();
-    await expect(run({ ...binaryConfig("0.1.2"), allowDowngrade: true }, { version: "0.2.0" })).resolves.toBeDefined();
-    await expect(run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.0" } }, { version: "0.2.0" })).resolves.toBeDefined();
+    await expect(run(binaryConfig("0.2.2"), { version: "0.2.1" })).resolves.toBeDefined();
+    await expect(run({ ...binaryConfig("0.2.1"), allowDowngrade: true }, { version: "0.2.2" })).resolves.toBeDefined();
+    await expect(run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.1" } }, { version: "0.2.1" })).resolves.toBeDefined();
   });
 });
 
 describe("container mode", () => {
-  test("pulls the image before the backup, replaces the container after it, then checks health", async () => {
-    const r = await run(containerConfig("0.2.0"));
+  test("preflight and pull before the backup; config written, then the container replaced; then health", async () => {
+    const r = await run(containerConfig("0.2.1"), { version: "0.2.1" });
     expect(r.byName("progressdb-image-pull").type).toBe("docker:index/remoteImage:RemoteImage");
-    expect(r.byName("progressdb-image-pull").inputs).toMatchObject({ name: "docker.io/progressdb/progressdb:0.2.0", keepLocally: true });
+    // The real 0.2.x images are tagged v<version> only.
+    expect(r.byName("progressdb-image-pull").inputs).toMatchObject({ name: "docker.io/progressdb/progressdb:v0.2.1", keepLocally: true });
     const container = r.byName("progressdb-deploy-container");
     expect(container.type).toBe("docker:index/container:Container");
     expect(container.deleteBeforeReplace).toBe(true);
-    expect(container.inputs).toMatchObject({ name: "progressdb", volumes: [{ hostPath: "/srv/progressdb/data", containerPath: "/data" }] });
+    expect(container.inputs).toMatchObject({
+      name: "progressdb",
+      command: ["--config", "/data/config.yaml"],
+      volumes: [{ hostPath: "/srv/progressdb/data", containerPath: "/data" }],
+    });
+    expect(dependsOn(r, "progressdb-image-pull", "progressdb-preflight-check")).toBe(true);
     expect(dependsOn(r, "progressdb-backup-upload", "progressdb-image-pull")).toBe(true);
-    expect(dependsOn(r, "progressdb-deploy-container", "progressdb-backup-upload")).toBe(true);
+    expect(dependsOn(r, "progressdb-deploy-config", "progressdb-backup-upload")).toBe(true);
+    expect(dependsOn(r, "progressdb-deploy-container", "progressdb-deploy-config")).toBe(true);
     expect(dependsOn(r, "progressdb-health", "progressdb-deploy-container")).toBe(true);
   });
 
-  test("only a version change changes the image and the container", async () => {
-    const before = await run(containerConfig("0.1.2"));
-    const after = await run(containerConfig("0.2.0"));
-    const changed = before.registrations.filter((a) => inputDiff(a, after.byName(a.name)).length > 0).map((a) => a.name).sort();
-    expect(changed).toEqual(["progressdb-backup-upload", "progressdb-deploy-container", "progressdb-health", "progressdb-image-pull"].sort());
-  });
-
-  test("the KMS master key reaches the container env only as a secret", async () => {
-    const r = await run(containerConfig());
-    const envs = JSON.stringify(r.byName("progressdb-deploy-container").wire.envs);
-    expect(envs).toContain(SECRET_SIG);
-    expect(JSON.stringify(r.byName("progressdb-deploy-container").inputs.envs)).toContain(`PROGRESSDB_KMS_MASTER_KEY_HEX=${TEST_SECRETS.kmsMasterKeyHex}`);
+  test("no secret in the container's environment: the config (with the keys) goes to /data on stdin", async () => {
+    const r = await run(containerConfig("0.2.1"));
+    expect(JSON.stringify(r.byName("progressdb-deploy-container").inputs.envs ?? [])).not.toMatch(/KMS|KEY|7f3a9c|9{64}/);
+    const config = r.byName("progressdb-deploy-config");
+    expect(JSON.stringify(config.wire.stdin)).toContain(SECRET_SIG);
+    const line = String(config.inputs.stdin).split("\n").find((l) => l.startsWith("PDB_SERVICE_CONFIG_B64="));
+    const text = Buffer.from(line!.split("=")[1], "base64").toString("utf8");
+    expect(text).toContain('db_path: "/data/progressdb"');
+    expect(text).toContain('address: "0.0.0.0"');
+    expect(text).toContain(TEST_SECRETS.kmsMasterKeyHex);
   });
 });

@@ -33,12 +33,19 @@ export interface ProgramRun {
 
 /** Plausible stdout for each host script, as the real ones print it. */
 function fakeStdout(name: string, inputs: Record<string, unknown>): string {
-  const version = (inputs.triggers as string[] | undefined)?.[0] ?? "";
-  if (name.endsWith("-check")) return `{"archive":"/opt/progressdb/staging/${version}/a.tar.gz","sha256":"${"a".repeat(64)}"}\n`;
+  const version = String((inputs.triggers as string[] | undefined)?.[0] ?? "").replace(/\+.*$/, "");
+  if (name.endsWith("-check")) {
+    return `{"archive":"/opt/progressdb/staging/${version}/a.tar.gz","sha256":"${"a".repeat(64)}","reused":false,"layout":"root","plan":"start","tool":""}\n`;
+  }
+  if (name.endsWith("-migrate-data")) {
+    return `{"migrated":true,"kept":"/srv/progressdb/data.v0.1.2-kept-before-v${version}","from":"0.1.2","to":"${version}","threads":2,"messages":4,"at":"2026-01-01T00:00:00Z"}\n`;
+  }
+  if (name.endsWith("-commit")) return `{"version":"${version}","committed":true}\n`;
+  if (name.endsWith("-config")) return `{"config":"/srv/progressdb/data/config.yaml","changed":true}\n`;
   if (name.endsWith("-upload")) {
     return `{"uri":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-${version}.tar.gz","key":"k","size":1234,"sha256":"${"b".repeat(64)}","fromVersion":"0.1.2"}\n`;
   }
-  if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2"}\n`;
+  if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2","proof":"pid 1 listening on port 18080 runs /srv/progressdb/releases/${version}/progressdb"}\n`;
   if (name.endsWith("-restore-data")) {
     return `{"restored":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-0.2.0.tar.gz","sha256":"${"c".repeat(64)}","size":99,"movedAside":["/srv/progressdb/data.before-restore-20260101T000000Z"],"started":false}\n`;
   }
@@ -77,8 +84,21 @@ export async function runProgram(
         const state: Record<string, unknown> = { ...args.inputs };
         if (args.type === "pulumi:pulumi:StackReference") Object.assign(state, { outputs: previousOutputs, secretOutputNames: [] });
         if (args.type === "command:remote:Command") state.stdout = fakeStdout(args.name, args.inputs);
-        if (args.type.startsWith("pulumi-nodejs:dynamic")) {
-          Object.assign(state, { status: "healthy", reportedVersion: args.inputs.expectedVersion, attempts: 1, elapsedMs: 5, checkedAt: "2026-01-01T00:00:00Z" });
+        if (args.type === "pulumi-nodejs:dynamic/health:HealthCheck") {
+          Object.assign(state, {
+            status: "healthy",
+            reportedVersion: args.inputs.expectedVersion,
+            attempts: 1,
+            elapsedMs: 5,
+            checkedAt: "2026-01-01T00:00:00Z",
+            versionProof: "readyz",
+            continuity: "passed",
+            continuityMessage: "",
+            runId: "run-1",
+          });
+        }
+        if (args.type === "pulumi-nodejs:dynamic/snapshot:DataSnapshot") {
+          Object.assign(state, { sample: { available: true, reason: "", dialect: "v1", servedVersion: "", takenAt: "2026-01-01T00:00:00Z", salt: "s", stats: { threads: 2, messages: 2 }, threadsListed: 2, threads: [] }, takenAt: "2026-01-01T00:00:00Z" });
         }
         return { id: `${args.name}-id`, state };
       },
