@@ -281,7 +281,7 @@ function secretProblems(raw: RawConfig, s: Parsed): string[] {
     }
   }
   const need = (key: SecretKey, why: string, how: string) => {
-    if (raw.secrets[key] === "absent") problems.push(`${PROJECT}:${key} is required ${why} — set it with: ${how}`);
+    if (raw.secrets[key] === "absent") problems.push(`${PROJECT}:${key} is required${why.startsWith(":") ? "" : " "}${why} — set it with: ${how}`);
   };
   need("sshPrivateKey", "to reach the host over SSH", `pulumi config set --secret ${PROJECT}:sshPrivateKey < ~/.ssh/id_ed25519`);
   if (s.kms.mode === "embedded") {

@@ -25,9 +25,10 @@ export const v02: ReleaseFamily = {
         api_keys: { backend: c.keys.backend, frontend: c.keys.frontend, admin: c.keys.admin, signing: c.keys.signing },
       },
       logging: { level: c.logLevel },
-      // Unset, these panic at start (§3): the values are the documented defaults.
+      // Unset, these panic at start (§3); unset apply batching spins a CPU core on an idle
+      // instance (seen on the real 0.2.1). The values are the struct's documented defaults.
       telemetry: { flush_interval: "2s" },
-      ingest: { intake: { queue_capacity: 65536 } },
+      ingest: { intake: { queue_capacity: 65536 }, apply: { batch_count: 10000, batch_timeout: "1s" } },
       encryption: {
         enabled: c.encryptFields.length > 0,
         fields: c.encryptFields,

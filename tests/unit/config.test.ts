@@ -92,8 +92,29 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     expect(problemsOf(binaryConfig(), { sshPrivateKey: "absent" })[0]).toContain("progressdb:sshPrivateKey is required");
   });
 
-  test("the smoke test without an API key", () => {
-    expect(problemsOf(set("health.smokeTest", true))[0]).toContain("progressdb:apiKey is required when health.smokeTest is true");
+  test("the API keys the managed service config needs, each named with its fix", () => {
+    const problems = problemsOf(binaryConfig("0.2.1"), { apiKey: "absent", adminApiKey: "absent", signingKey: "absent" });
+    expect(problems).toEqual([
+      expect.stringContaining("progressdb:apiKey is required: it goes into the service config the program writes"),
+      expect.stringContaining("progressdb:adminApiKey is required"),
+      expect.stringContaining("progressdb:signingKey is required when version is 0.2.1: 0.2.x will not start without a signing key"),
+    ]);
+    expect(problems[2]).toContain("pulumi config set --secret progressdb:signingKey");
+    // 0.1.x has no signing keys (its backend keys sign).
+    expect(problemsOf(binaryConfig("0.1.2"), { signingKey: "absent" })).toEqual([]);
+  });
+
+  test("the smoke test without an API key, where the operator manages the config file", () => {
+    const operatorManaged = set("deployment.binary.configFile", "/etc/progressdb/config.yaml");
+    expect(problemsOf({ ...operatorManaged, health: { url: "http://127.0.0.1:18080", smokeTest: true } }, { apiKey: "absent" })[0]).toContain(
+      "progressdb:apiKey is required when health.smokeTest is true",
+    );
+  });
+
+  test("field encryption without the embedded KMS", () => {
+    expect(problemsOf({ ...binaryConfig(), service: { encryptFields: ["body"] }, kms: { mode: "disabled" } }, { kmsMasterKeyHex: "absent" })[0]).toContain(
+      "progressdb:service.encryptFields needs kms.mode \"embedded\"",
+    );
   });
 
   test("half of a pair of S3 credentials", () => {
@@ -120,18 +141,32 @@ describe("compareVersions", () => {
 
 describe("downgradeProblem", () => {
   const s = { allowDowngrade: false, restore: {} };
-  test("fires for 0.2.0 → 0.1.2 and names both ways forward", () => {
-    const p = downgradeProblem("0.1.2", "0.2.0", s);
-    expect(p).toContain("progressdb:version 0.1.2 is lower than the deployed 0.2.0");
-    expect(p).toContain("pulumi config set --path progressdb:restore.backup before:0.2.0");
+  test("within a family: refuses, naming the restore and the override", () => {
+    const p = downgradeProblem("0.2.1", "0.2.2", s)?.refusal;
+    expect(p).toContain("progressdb:version 0.2.1 is lower than the deployed 0.2.2");
+    expect(p).toContain("pulumi config set --path progressdb:restore.backup before:0.2.2");
     expect(p).toContain("pulumi config set progressdb:allowDowngrade true");
   });
+  test("across the data format without kept data: refuses, and the override does not help", () => {
+    for (const settings of [s, { allowDowngrade: true, restore: {} }]) {
+      const p = downgradeProblem("0.1.2", "0.2.1", settings)?.refusal;
+      expect(p).toContain("0.1.2 cannot read the data 0.2.1 wrote");
+      expect(p).toContain("pulumi config set --path progressdb:restore.backup before:0.2.1");
+    }
+  });
+  test("across the data format with the data kept for that version: goes on, warning about later writes", () => {
+    const kept = { path: "/var/lib/progressdb/data.v0.1.2-kept-before-v0.2.1", version: "0.1.2", at: "2026-11-29T05:00:00Z" };
+    const v = downgradeProblem("0.1.2", "0.2.1", s, kept);
+    expect(v?.refusal).toBeUndefined();
+    expect(v?.warning).toContain("Writes made after 2026-11-29T05:00:00Z are NOT in it");
+    expect(downgradeProblem("0.1.1", "0.2.1", s, kept)?.refusal).toContain("cannot read");
+  });
   test.each([
-    ["an upgrade", "0.2.1", "0.2.0", s],
-    ["the same version", "0.2.0", "0.2.0", s],
+    ["an upgrade", "0.2.2", "0.2.1", s],
+    ["the same version", "0.2.1", "0.2.1", s],
     ["a first deploy", "0.1.2", undefined, s],
-    ["the override", "0.1.2", "0.2.0", { allowDowngrade: true, restore: {} }],
-    ["a restore", "0.1.2", "0.2.0", { allowDowngrade: false, restore: { backup: "before:0.2.0" } }],
+    ["the override", "0.2.1", "0.2.2", { allowDowngrade: true, restore: {} }],
+    ["a restore", "0.1.2", "0.2.1", { allowDowngrade: false, restore: { backup: "before:0.2.1" } }],
   ])("does not fire for %s", (_l, requested, deployed, settings) => {
     expect(downgradeProblem(requested, deployed, settings)).toBeUndefined();
   });
