@@ -14,9 +14,10 @@ export const ADMIN_KEY = "ak_health_admin_0001";
 const FRONTEND_KEY = "pk_health_frontend_0001";
 const SIGNING_KEY = "sg_health_signing_0001";
 
-/** Where the release archives are, or why they are not there. */
+/** Where the release archives are (PDB_RELEASES_DIR if set, else ../shared/progressdb-releases), or why they are not there. */
 export function releasesDir(): { dir?: string; why: string } {
-  const candidates = [process.env["PDB_RELEASES_DIR"], path.resolve(__dirname, "../../../shared/progressdb-releases")].filter((x): x is string => Boolean(x));
+  const env = process.env["PDB_RELEASES_DIR"];
+  const candidates = env ? [env] : [path.resolve(__dirname, "../../../shared/progressdb-releases")];
   for (const dir of candidates) {
     if (fs.existsSync(path.join(dir, "0.1.2", "progressdb_0.1.2_linux_amd64.tar.gz")) && fs.existsSync(path.join(dir, "0.2.1", "progressdb_0.2.1_linux_amd64.tar.gz"))) {
       return { dir, why: "" };
@@ -24,6 +25,12 @@ export function releasesDir(): { dir?: string; why: string } {
   }
   if (process.platform !== "linux" || process.arch !== "x64") return { why: `the release binaries are linux/amd64 (this is ${process.platform}/${process.arch})` };
   return { why: `no progressdb_0.1.2/0.2.1 linux_amd64 archives in ${candidates.join(" or ")} (set PDB_RELEASES_DIR)` };
+}
+
+/** Whether the 0.2.1 prgcli archive (the offline migration tool) is there too. */
+export function hasPrgcli(): boolean {
+  const dir = releasesDir().dir;
+  return dir !== undefined && fs.existsSync(path.join(dir, "0.2.1", "prgcli_0.2.1_linux_amd64.tar.gz"));
 }
 
 let scratch: string | undefined;
