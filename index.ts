@@ -11,13 +11,15 @@ export = async () => {
   // What this stack last deployed (its own outputs): checked before any
   // resource exists, so a refused downgrade touches nothing.
   const self = new pulumi.StackReference(`${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`);
-  const deployed = (await self.getOutputValue("version")) as string | undefined;
+  const normalize = (v: unknown) => (typeof v === "string" && v !== "" ? v.replace(/^v/, "") : undefined);
+  const deployed = normalize(await self.getOutputValue("version"));
+  const from = deployed !== undefined && deployed !== settings.version ? deployed : (normalize(await self.getOutputValue("previousVersion")) ?? "");
   const keptData = (await self.getOutputValue("keptData")) as KeptData | undefined;
   const guard = downgradeProblem(settings.version, deployed, settings, keptData);
   if (guard?.refusal) throw new pulumi.RunError(guard.refusal);
   if (guard?.warning) pulumi.log.warn(guard.warning);
 
-  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed || undefined, previousKeptData: keptData });
+  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData });
   return {
     version: db.version,
     previousVersion: db.previousVersion,

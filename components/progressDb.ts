@@ -21,8 +21,14 @@ export interface ProgressDbArgs {
   secrets: Secrets;
   /** The stack name; part of every backup key. */
   stack: string;
-  /** The version this stack last deployed (its own `version` output), if any: the data snapshot reads it. */
+  /** The version this stack last deployed (its own `version` output), if any. */
   deployedVersion?: string;
+  /**
+   * The version the current upgrade comes from: the deployed one while the config names another, and
+   * after the upgrade the stack's `previousVersion`, so a re-run sees the same inputs. The data
+   * snapshot reads that version's API, and the continuity gate names it.
+   */
+  fromVersion?: string;
   /** The stack's last `keptData` output: carried on until a new migration keeps other data. */
   previousKeptData?: KeptData;
 }
@@ -88,6 +94,8 @@ export class ProgressDb extends pulumi.ComponentResource {
     const { secrets } = args;
     const version = s.version;
     const family: ReleaseFamily = familyOf(version);
+    const from = args.fromVersion ?? "";
+    const fromFamily = from ? familyOf(from) : family;
     const deployedFamily = args.deployedVersion ? familyOf(args.deployedVersion) : family;
     // One backup (and migration) per version: a restore at the same version does not take another.
     const runKey = version;
@@ -166,13 +174,16 @@ export class ProgressDb extends pulumi.ComponentResource {
     const prepared: pulumi.Resource[] = image ? [preflight, image] : [preflight];
 
     // 2. What the running version serves, read through its API before anything stops.
-    const continuityOn = s.health.dataContinuity && secrets.adminApiKey !== undefined && !s.restore.backup;
+    // Off for a restore, and for a rollback onto the data a migration kept (its later writes are
+    // knowingly left behind: the guard said so).
+    const rollbackOntoKeptData = fromFamily.dataLayout !== family.dataLayout && !family.migrationTool;
+    const continuityOn = s.health.dataContinuity && secrets.adminApiKey !== undefined && !s.restore.backup && !rollbackOntoKeptData;
     const snapshot = continuityOn
       ? new DataSnapshot(
           `${name}-snapshot`,
           {
             url: s.health.url,
-            dialect: deployedFamily.dialect,
+            dialect: fromFamily.dialect,
             version: runKey,
             apiKey: secrets.apiKey,
             adminApiKey: secrets.adminApiKey,
@@ -278,7 +289,7 @@ export class ProgressDb extends pulumi.ComponentResource {
         adminApiKey: secrets.adminApiKey,
         dataContinuity: continuityOn,
         baseline: snapshot?.sample,
-        baselineVersion: args.deployedVersion ?? "",
+        baselineVersion: from,
       },
       { ...child, dependsOn: [deployment] },
     );
@@ -300,7 +311,8 @@ export class ProgressDb extends pulumi.ComponentResource {
       { ...child, dependsOn: [health] },
     );
 
-    this.version = pulumi.all([finalize.version, health.reportedVersion]).apply(([, reported]) => reported);
+    // The configured version, once the health check proved it and the finalize step committed it.
+    this.version = pulumi.all([finalize.version, health.reportedVersion]).apply(([committed]) => committed);
     this.previousVersion = deployment.previousVersion;
     this.backupUri = backup?.uri ?? pulumi.output("");
     this.backupSha256 = backup?.sha256 ?? pulumi.output("");

@@ -14,6 +14,9 @@ export interface StackOutputs {
   backupSha256: string;
   backupSize: number;
   healthStatus: string;
+  versionProof: string;
+  dataContinuity: string;
+  keptData: { path: string; version: string; at: string };
   imageRef: string;
   previousImageRef: string;
 }

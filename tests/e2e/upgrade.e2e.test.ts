@@ -1,203 +1,180 @@
-// The real engine end to end: the local stack deployed over real SSH to the
-// ProgressDB stand-in, backups to MinIO, upgraded and rolled back by editing
-// progressdb:version in the stack file and running the real `pulumi` CLI.
-import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import os from "node:os";
+// The real engine end to end, on the local stack: deployed over real SSH to
+// the ProgressDB stand-in's releases (which behave like the real 0.1.x and
+// 0.2.x: see tests/contract), backups to MinIO, upgraded and rolled back by
+// editing progressdb:version and running the real `pulumi` CLI. The stand-in
+// also gives what the real releases cannot on demand: a prgcli with the
+// duplicate-message bug switched on (0.2.3 here), and a release that silently
+// serves an empty store (0.2.4).
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { PulumiStack, REPO } from "../../scripts/lib/pulumiCli";
-import { writeLocalStack } from "../../scripts/lib/localStack";
-import { freePort } from "../fixtures/net";
-import { TestHost, World, downloadObject, readMessages, readyz, startWorld, writeSampleData } from "../integration/world";
+import { EngineWorld, filesHoldingSecrets, startEngineWorld } from "./engineWorld";
+import { WrittenThread, readBodies, readyz, waitForBodies, writeThread } from "../fixtures/progressdbApi";
 
-const PULUMI = path.join(REPO, ".tools", "bin", "pulumi");
-
-
-describe("pulumi up on the local stack (real engine)", () => {
-  let world: World;
-  let stack: PulumiStack;
-  let host: TestHost;
-  let root: string;
-  let sample: { threadKey: string; bodies: unknown[] };
-  const secrets = {
-    kmsMasterKeyHex: randomBytes(32).toString("hex"),
-    passphrase: randomBytes(12).toString("hex"),
-  };
-  const log: string[] = [];
-  let state = "";
+describe("the local stack through the 0.1 → 0.2 data format (real engine, stand-in releases)", () => {
+  let w: EngineWorld;
+  let at012: WrittenThread;
+  let at021: WrittenThread;
 
   beforeAll(async () => {
-    if (!existsSync(PULUMI)) throw new Error(`${PULUMI} is missing: run scripts/setup.sh (npm test does) to build the toolchain`);
-    world = await startWorld();
-    root = mkdtempSync(path.join(os.tmpdir(), "pdb-e2e-"));
-    const servicePort = await freePort();
-    host = {
-      params: {
-        installDir: path.join(root, "host", "opt"),
-        dbPath: path.join(root, "host", "data"),
-        serviceManager: "process",
-        serviceName: "progressdb",
-        listenAddr: `127.0.0.1:${servicePort}`,
-      },
-      port: servicePort,
-      url: `http://127.0.0.1:${servicePort}`,
-      kmsKeyHex: secrets.kmsMasterKeyHex,
-    };
-    stack = new PulumiStack({ workDir: path.join(root, "pulumi"), stack: "e2e", passphrase: secrets.passphrase, onOutput: (l) => log.push(l) });
-    writeLocalStack(
-      path.join(root, "Pulumi.e2e.yaml"),
-      { sshPort: world.sshd.port, mirrorBaseUrl: world.mirror.baseUrl, s3Endpoint: world.minio.endpoint, bucket: world.minio.bucket, servicePort, root: path.join(root, "host") },
-    );
-    await stack.init(readFileSync(path.join(root, "Pulumi.e2e.yaml"), "utf8"));
-    await stack.set("progressdb:sshPrivateKey", world.sshd.privateKey, { secret: true });
-    await stack.set("progressdb:kmsMasterKeyHex", secrets.kmsMasterKeyHex, { secret: true });
-    await stack.set("progressdb:s3AccessKeyId", world.minio.accessKeyId, { secret: true });
-    await stack.set("progressdb:s3SecretAccessKey", world.minio.secretAccessKey, { secret: true });
+    w = await startEngineWorld({
+      versions: ["0.1.2", "0.2.1", { version: "0.2.3", prgcliFault: "duplicate-messages" }, { version: "0.2.4", fault: "empty-store" }],
+    });
   });
-
   afterAll(async () => {
-    // Stop the stand-in the stack started, then the servers.
-    const pidFile = path.join(root ?? "/nonexistent", "host", "opt", "run", "progressdb.pid");
-    if (existsSync(pidFile)) {
-      try {
-        process.kill(Number(readFileSync(pidFile, "utf8").trim()), "SIGTERM");
-      } catch {
-        /* already gone */
-      }
-    }
-    await world?.stop();
-    if (root) rmSync(root, { recursive: true, force: true });
+    await w?.stop();
   });
 
-  async function backupObjects(): Promise<string[]> {
-    const r = await world.minio.aws(["s3api", "list-objects-v2", "--bucket", world.minio.bucket, "--query", "Contents[].Key", "--output", "json"]);
-    return (JSON.parse(r.stdout || "null") as string[] | null) ?? [];
-  }
-
-  test("up at 0.1.2 creates preflight, backup, deploy and health resources; the stand-in answers 0.1.2", async () => {
-    const up = await stack.up();
-    expect(up.code).toBe(0);
-    const outputs = await stack.outputs();
-    expect(outputs, JSON.stringify(outputs)).toMatchObject({ version: "0.1.2", previousVersion: "", healthStatus: "healthy" });
-    const state = JSON.parse(await stack.exportState()) as { deployment: { resources: Array<{ type: string; urn: string }> } };
-    const types = state.deployment.resources.map((r) => r.type);
-    for (const t of ["progressdb:deploy:Preflight", "progressdb:backup:Backup", "progressdb:deploy:BinaryDeployment", "pulumi-nodejs:dynamic/health:HealthCheck", "command:remote:Command"]) {
-      expect(types).toContain(t);
-    }
-    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
-    sample = await writeSampleData(host, 3);
+  test("up at 0.1.2: proved by the listening binary's identity (0.1.2 has no /readyz), smoke test passed", async () => {
+    expect((await w.stack.up()).code).toBe(0);
+    const out = await w.stack.outputs();
+    expect(out).toMatchObject({ version: "0.1.2", healthStatus: "healthy" });
+    expect(out.versionProof).toMatch(new RegExp(`^host: pid \\d+ listening on port \\d+ runs ${w.installDir}/releases/0\\.1\\.2/progressdb \\(sha256 [0-9a-f]{64}, equal to releases/0\\.1\\.2/progressdb`));
+    expect((await readyz(w.url)).status).toBe(401);
+    // The config the program rendered sits next to the release, 0600; the service's environment holds no secret.
+    const config = path.join(w.installDir, "releases", "0.1.2", "config.yaml");
+    expect(statMode(config)).toBe(0o600);
+    expect(readFileSync(`/proc/${w.pid()}/environ`, "latin1")).not.toMatch(new RegExp(w.secretValues().slice(0, 4).join("|")));
+    at012 = await writeThread(w.api("0.1.2"), 2);
   });
 
-  test("preview after setting version 0.2.0 lists exactly the resources the version change replaces", async () => {
-    stack.setVersionLine("0.2.0");
-    const preview = await stack.preview(["--json"]);
-    const steps = (JSON.parse(preview.stdout) as { steps: Array<{ op: string; urn: string }> }).steps;
-    // "read" is the stack reading its own last outputs (the downgrade guard), not a change.
-    const changed = steps.filter((s) => s.op !== "same" && s.op !== "read").map((s) => `${s.op} ${s.urn.split("::").pop()}`).sort();
-    expect(changed, JSON.stringify(changed)).toEqual(
-      [
+  test("preview of 0.2.1 shows the whole chain, the migration included", async () => {
+    w.stack.setVersionLine("0.2.1");
+    const preview = await w.stack.preview(["--json"]);
+    const j = JSON.parse(preview.stdout) as { steps: Array<{ op: string; urn: string }>; diagnostics?: Array<{ message: string }> };
+    const changed = j.steps.filter((s) => s.op !== "same" && s.op !== "read").map((s) => `${s.op} ${s.urn.split("::").pop()}`).sort();
+    expect(changed).toEqual(
+      expect.arrayContaining([
+        "replace progressdb-preflight-check",
+        "replace progressdb-snapshot",
         "replace progressdb-backup-upload",
+        "create progressdb-migrate-data",
         "replace progressdb-deploy-install",
         "replace progressdb-health",
-        "replace progressdb-preflight-check",
-      ].sort(),
+        "replace progressdb-finalize-commit",
+      ]),
     );
+    expect(JSON.stringify(j.diagnostics ?? [])).toMatch(/crosses the data format[^"]*migrated offline with prgcli 0\.2\.1/);
   });
 
-  test("up at 0.2.0 backs up to MinIO with a verified sha256, and the stand-in answers 0.2.0 with the data intact", async () => {
-    const before = await backupObjects();
-    await stack.up();
-    const outputs = await stack.outputs();
-    expect(outputs, JSON.stringify(outputs)).toMatchObject({ version: "0.2.0", previousVersion: "0.1.2", healthStatus: "healthy" });
-    expect(outputs.backupUri).toMatch(new RegExp(`^s3://${world.minio.bucket}/progressdb-backups/e2e/\\d{8}T\\d{6}Z-0\\.1\\.2-to-0\\.2\\.0\\.tar\\.gz$`));
-    const key = outputs.backupUri.replace(`s3://${world.minio.bucket}/`, "");
-    expect((await backupObjects()).filter((k) => !before.includes(k)).sort()).toEqual([key, `${key}.sha256`].sort());
-    const local = path.join(root, "backup.tar.gz");
-    await downloadObject(world, key, local);
-    expect(createHash("sha256").update(readFileSync(local)).digest("hex")).toBe(outputs.backupSha256);
-    expect(readFileSync(local).length).toBe(outputs.backupSize);
-    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.2.0" });
-    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
+  test("a migration with prgcli's duplicate bug fails the update, and 0.1.2 runs again on its own data", async () => {
+    w.stack.setVersionLine("0.2.3");
+    const up = await w.stack.up([], { allowFailure: true });
+    expect(up.code).not.toBe(0);
+    expect(up.stdout + up.stderr).toMatch(/0\.2\.3 serves 4 messages in thread '[^']+' where 0\.1\.2 served 2: duplicated/);
+    expect(up.stdout + up.stderr).toMatch(/AUTO-REVERTED: 0\.1\.2 runs again on its own data/);
+    expect((await readyz(w.url)).status).toBe(401); // 0.1.x is answering
+    expect(await readBodies(w.api("0.1.2"), at012)).toEqual(at012.bodies);
+    expect((await w.stack.outputs()).version).toBe("0.1.2");
+  });
+
+  test("reverting the line converges back to 0.1.2", async () => {
+    w.stack.setVersionLine("0.1.2");
+    expect((await w.stack.up()).code).toBe(0);
+    expect(await w.stack.outputs()).toMatchObject({ version: "0.1.2", healthStatus: "healthy" });
+    expect(await readBodies(w.api("0.1.2"), at012)).toEqual(at012.bodies);
+  });
+
+  test("up at 0.2.1 migrates: the 0.1.2 data is served by 0.2.1, the continuity gate passes, the old dir is kept", async () => {
+    w.stack.setVersionLine("0.2.1");
+    expect((await w.stack.up()).code).toBe(0);
+    const out = await w.stack.outputs();
+    expect(out).toMatchObject({ version: "0.2.1", previousVersion: "0.1.2", healthStatus: "healthy", dataContinuity: "passed" });
+    expect(out.versionProof).toMatch(/^readyz reported "v0\.2\.1"/);
+    expect(out.keptData).toMatchObject({ path: `${w.dbPath}.v0.1.2-kept-before-v0.2.1`, version: "0.1.2" });
+    expect(existsSync(path.join(out.keptData.path, "CURRENT"))).toBe(true);
+    expect(existsSync(path.join(w.dbPath, "store"))).toBe(true);
+    expect(await waitForBodies(w.api("0.2.1"), at012, 2)).toEqual(at012.bodies);
+    at021 = await writeThread(w.api("0.2.1"), 1);
   });
 
   test("a second up with no change does nothing: no backup, no restart", async () => {
-    const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
-    const pid = readFileSync(pidFile, "utf8").trim();
-    const objects = await backupObjects();
-    const up = await stack.up(["--expect-no-changes"]);
-    expect(up.code).toBe(0);
-    expect(readFileSync(pidFile, "utf8").trim()).toBe(pid);
-    expect(await backupObjects()).toEqual(objects);
+    const pid = w.pid();
+    const objects = await w.backupObjects();
+    expect((await w.stack.up(["--expect-no-changes", "--diff"])).code, "a no-op must propose no change").toBe(0);
+    expect(w.pid()).toBe(pid);
+    expect(await w.backupObjects()).toEqual(objects);
   });
 
-  test("reverting to 0.1.2 after the 0.2.0 migration is stopped by the downgrade guard at preview", async () => {
-    stack.setVersionLine("0.1.2");
-    const preview = await stack.preview([], { allowFailure: true });
-    expect(preview.code).not.toBe(0);
-    expect(preview.stdout + preview.stderr).toMatch(/0\.1\.2 is lower than the deployed 0\.2\.0/);
-    expect(preview.stdout + preview.stderr).toMatch(/progressdb:restore\.backup/);
-    expect(preview.stdout + preview.stderr).toMatch(/progressdb:allowDowngrade/);
-    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.2.0" });
+  test("a 0.2.1 crash dump, written with the service's own launch environment, holds no secret", async () => {
+    // A second instance from the service's launcher hits the Pebble LOCK and crash-dumps (§7).
+    const pidFile = path.join(w.installDir, "run", "progressdb.pid");
+    const pid = w.pid();
+    const r = spawnSync(path.join(w.installDir, "bin", "progressdb-launch"), { timeout: 30_000, encoding: "utf8" });
+    writeFileSync(pidFile, `${pid}\n`);
+    expect(r.status).toBe(2);
+    const crashDir = path.join(w.dbPath, "state", "crash");
+    const dumps = readdirSync(crashDir);
+    expect(dumps.length).toBeGreaterThan(0);
+    const text = readFileSync(path.join(crashDir, dumps[0]), "utf8");
+    expect(text).toMatch(/PATH=/); // the environment is in it, as on the real 0.2.1
+    for (const s of w.secretValues()) expect(text).not.toContain(s);
   });
 
-  test("the rollback past the migration is a restore: 0.1.2 runs on the pre-upgrade backup, data intact", async () => {
-    const upgraded = await stack.outputs();
-    await stack.set("progressdb:restore.backup", "before:0.2.0", { path: true });
-    const up = await stack.up();
-    expect(up.code).toBe(0);
-    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
-    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
-    const outputs = await stack.outputs();
-    expect(outputs).toMatchObject({ version: "0.1.2", previousVersion: "0.2.0" });
-    // The migrated 0.2.0 data was backed up first, and is also kept aside on the host.
-    expect(outputs.backupUri).toMatch(/-0\.2\.0-to-0\.1\.2\.tar\.gz$/);
-    expect(outputs.backupUri).not.toBe(upgraded.backupUri);
-    const parent = path.dirname(host.params.dbPath);
-    expect(readdirSync(parent).filter((n) => n.startsWith("data.before-restore-"))).toHaveLength(1);
+  test("an upgrade whose new version serves no data fails and reverts to 0.2.1 with its data", async () => {
+    w.stack.setVersionLine("0.2.4");
+    const up = await w.stack.up([], { allowFailure: true });
+    expect(up.code).not.toBe(0);
+    expect(up.stdout + up.stderr).toMatch(/0\.2\.4 serves \d+ threads? where 0\.2\.1 served \d+: data missing/);
+    expect((await readyz(w.url)).version).toBe("v0.2.1");
+    expect(await waitForBodies(w.api("0.2.1"), at021, 1)).toEqual(at021.bodies);
+    w.stack.setVersionLine("0.2.1");
+    expect((await w.stack.up()).code).toBe(0);
+    expect((await w.stack.outputs()).version).toBe("0.2.1");
   });
 
-  test("the same restore value again does nothing; clearing it runs nothing on the host", async () => {
-    const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
-    const pid = readFileSync(pidFile, "utf8").trim();
-    expect((await stack.up(["--expect-no-changes"])).code).toBe(0);
-    await stack.run(["config", "rm", "--path", "progressdb:restore.backup"]);
-    const cleared = await stack.up();
-    expect(cleared.code).toBe(0);
-    expect(readFileSync(pidFile, "utf8").trim()).toBe(pid);
-    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
+  test("reverting the line to 0.1.2 runs 0.1.2 on its kept directory, with its data; writes made at 0.2.1 are not there", async () => {
+    w.stack.setVersionLine("0.1.2");
+    const preview = await w.stack.preview();
+    expect(preview.stdout + preview.stderr).toMatch(/Writes made after .* are NOT in it/);
+    expect((await w.stack.up()).code).toBe(0);
+    expect(await w.stack.outputs()).toMatchObject({ version: "0.1.2", healthStatus: "healthy", keptData: { path: "", version: "", at: "" } });
+    expect(await readBodies(w.api("0.1.2"), at012)).toEqual(at012.bodies);
+    expect(await readBodies(w.api("0.1.2"), at021)).toEqual([]);
+    // The 0.2.1 data is moved aside, not deleted.
+    expect(readdirSync(path.dirname(w.dbPath)).some((n) => n.startsWith("data.v0.2.1-rolled-back-"))).toBe(true);
   });
 
-  test("stack history shows each update with its version", async () => {
-    expect(await stack.updates()).toEqual([
+  test("stack history records each update with its version", async () => {
+    expect(await w.stack.updates()).toEqual([
       ["succeeded", "0.1.2"],
-      ["succeeded", "0.2.0"],
-      ["succeeded", "0.2.0"],
+      ["failed", "0.2.3"],
       ["succeeded", "0.1.2"],
-      ["succeeded", "0.1.2"],
+      ["succeeded", "0.2.1"],
+      ["succeeded", "0.2.1"],
+      ["failed", "0.2.4"],
+      ["succeeded", "0.2.1"],
       ["succeeded", "0.1.2"],
     ]);
   });
 
-  test("pulumi destroy forgets the stack's resources but stops nothing and deletes no data or backup", async () => {
-    const pidFile = path.join(host.params.installDir, "run", "progressdb.pid");
-    const pid = readFileSync(pidFile, "utf8").trim();
-    const objects = await backupObjects();
-    const exportedBefore = await stack.exportState();
-    expect((await stack.run(["destroy", "--yes", "--skip-preview"])).code).toBe(0);
-    expect(readFileSync(pidFile, "utf8").trim()).toBe(pid);
-    expect((await readyz(host)).body).toEqual({ status: "ok", version: "0.1.2" });
-    expect(await readMessages(host, sample.threadKey)).toEqual(sample.bodies);
-    expect(await backupObjects()).toEqual(objects);
-    state = exportedBefore;
-  });
-
-  test("no secret appears in the state export or in anything the CLI printed", async () => {
-    const exported = state + (await stack.exportState());
-    const printed = log.join("\n");
-    for (const secret of [world.sshd.privateKey.split("\n")[1], secrets.kmsMasterKeyHex, world.minio.secretAccessKey]) {
-      expect(exported).not.toContain(secret);
-      expect(printed).not.toContain(secret);
+  test("no secret in the state, the CLI's output, a backup, a crash dump, a log or any host file but the 0600 configs", async () => {
+    const secrets = w.secretValues();
+    const state = await w.stack.exportState();
+    for (const s of secrets) {
+      expect(state).not.toContain(s);
+      expect(w.log.join("\n")).not.toContain(s);
     }
+    const holders = filesHoldingSecrets(path.join(w.root, "host"), secrets);
+    expect(holders.filter((f) => !/\/releases\/[^/]+\/config\.yaml$/.test(f))).toEqual([]);
+    for (const f of holders) expect(statMode(f)).toBe(0o600);
+    // Every backup taken on the way, unpacked.
+    const keys = (await w.backupObjects()).filter((k) => k.endsWith(".tar.gz"));
+    expect(keys.length).toBeGreaterThanOrEqual(4);
+    const unpacked = path.join(w.root, "backups");
+    for (const key of keys) {
+      const out = path.join(unpacked, path.basename(key, ".tar.gz"));
+      mkdirSync(out, { recursive: true });
+      expect((await w.minio.aws(["s3", "cp", "--only-show-errors", `s3://${w.minio.bucket}/${key}`, `${out}.tar.gz`])).code).toBe(0);
+      execFileSync("tar", ["-xzf", `${out}.tar.gz`, "-C", out]);
+    }
+    expect(filesHoldingSecrets(unpacked, secrets)).toEqual([]);
+    // The crash dump written above stayed out of every backup.
+    expect(execFileSync("find", [unpacked, "-path", "*/state/crash/*"], { encoding: "utf8" })).toBe("");
   });
 });
+
+function statMode(p: string): number {
+  return statSync(p).mode & 0o777;
+}

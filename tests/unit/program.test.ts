@@ -14,10 +14,6 @@ function dependsOn(run: ProgramRun, dependent: string, dependency: string): bool
   return run.byName(dependent).dependencies.includes(run.byName(dependency).urn);
 }
 
-function inputDiff(a: Registration, b: Registration): string[] {
-  const keys = new Set([...Object.keys(a.inputs), ...Object.keys(b.inputs)]);
-  return [...keys].filter((k) => JSON.stringify(a.inputs[k]) !== JSON.stringify(b.inputs[k])).sort();
-}
 
 describe("binary mode", () => {
   test("creates the component tree with the expected types and names", async () => {

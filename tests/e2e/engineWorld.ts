@@ -1,0 +1,143 @@
+/**
+ * One run of the real engine against the local stack: sshd, MinIO and a
+ * release mirror on 127.0.0.1 (the stand-in's releases, or the real archives
+ * in PDB_RELEASES_DIR / ../shared/progressdb-releases), a working copy of
+ * Pulumi.local.yaml moved onto them, its secrets set, and helpers to look at
+ * the host the stack deploys to. Everything started here is stopped by stop().
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { PulumiStack, REPO } from "../../scripts/lib/pulumiCli";
+import { writeLocalStack } from "../../scripts/lib/localStack";
+import { startMinio, type MinioHandle } from "../fixtures/minio";
+import { freePort } from "../fixtures/net";
+import { startReleaseMirror, type BuildSpec, type ReleaseMirror } from "../fixtures/releases";
+import { startSshd, type SshdHandle } from "../fixtures/sshd";
+import { ApiTarget, dialectOf } from "../fixtures/progressdbApi";
+
+export const PULUMI = path.join(REPO, ".tools", "bin", "pulumi");
+
+export interface EngineWorld {
+  sshd: SshdHandle;
+  minio: MinioHandle;
+  mirror: ReleaseMirror;
+  stack: PulumiStack;
+  root: string;
+  /** The "host": install dir and data dir the stack deploys to. */
+  installDir: string;
+  dbPath: string;
+  url: string;
+  secrets: { kmsMasterKeyHex: string; apiKey: string; adminApiKey: string; signingKey: string; passphrase: string };
+  /** Everything the CLI printed. */
+  log: string[];
+  api(version: string): ApiTarget;
+  pid(): string;
+  backupObjects(): Promise<string[]>;
+  /** Every secret value this run set: none may show up outside the 0600 config files. */
+  secretValues(): string[];
+  stop(): Promise<void>;
+}
+
+export async function startEngineWorld(opts: {
+  versions?: BuildSpec[];
+  fromDir?: string;
+  stackName?: string;
+  /** Where the stack's state and the "host" live; a temp dir by default (removed by stop()). */
+  root?: string;
+  /** Each line the CLI prints, as it prints it. */
+  onOutput?: (line: string) => void;
+}): Promise<EngineWorld> {
+  if (!existsSync(PULUMI)) throw new Error(`${PULUMI} is missing: run scripts/setup.sh (npm test does) to build the toolchain`);
+  const [mirror, sshd, minio] = await Promise.all([
+    startReleaseMirror(opts.fromDir ? { fromDir: opts.fromDir } : { versions: opts.versions }),
+    startSshd(),
+    startMinio(),
+  ]);
+  const root = opts.root ?? mkdtempSync(path.join(os.tmpdir(), "pdb-e2e-"));
+  const servicePort = await freePort();
+  const secrets = {
+    kmsMasterKeyHex: randomBytes(32).toString("hex"),
+    apiKey: `sk_${randomBytes(12).toString("hex")}`,
+    adminApiKey: `ak_${randomBytes(12).toString("hex")}`,
+    signingKey: `sg_${randomBytes(12).toString("hex")}`,
+    passphrase: randomBytes(12).toString("hex"),
+  };
+  const log: string[] = [];
+  const stackName = opts.stackName ?? "e2e";
+  const stack = new PulumiStack({ workDir: path.join(root, "pulumi"), stack: stackName, passphrase: secrets.passphrase, onOutput: (l) => {
+    log.push(l);
+    opts.onOutput?.(l);
+  } });
+  const file = path.join(root, `Pulumi.${stackName}.yaml`);
+  writeLocalStack(file, {
+    sshPort: sshd.port,
+    mirrorBaseUrl: mirror.baseUrl,
+    s3Endpoint: minio.endpoint,
+    bucket: minio.bucket,
+    servicePort,
+    root: path.join(root, "host"),
+  });
+  await stack.init(readFileSync(file, "utf8"));
+  await stack.set("progressdb:sshPrivateKey", sshd.privateKey, { secret: true });
+  await stack.set("progressdb:s3AccessKeyId", minio.accessKeyId, { secret: true });
+  await stack.set("progressdb:s3SecretAccessKey", minio.secretAccessKey, { secret: true });
+  for (const k of ["kmsMasterKeyHex", "apiKey", "adminApiKey", "signingKey"] as const) await stack.set(`progressdb:${k}`, secrets[k], { secret: true });
+  const installDir = path.join(root, "host", "opt");
+  const url = `http://127.0.0.1:${servicePort}`;
+  return {
+    sshd,
+    minio,
+    mirror,
+    stack,
+    root,
+    installDir,
+    dbPath: path.join(root, "host", "data"),
+    url,
+    secrets,
+    log,
+    api: (version) => ({ url, dialect: dialectOf(version), backendKey: secrets.apiKey }),
+    pid: () => readFileSync(path.join(installDir, "run", "progressdb.pid"), "utf8").trim(),
+    async backupObjects() {
+      const r = await minio.aws(["s3api", "list-objects-v2", "--bucket", minio.bucket, "--query", "Contents[].Key", "--output", "json"]);
+      return (JSON.parse(r.stdout || "null") as string[] | null) ?? [];
+    },
+    secretValues: () => [secrets.kmsMasterKeyHex, secrets.apiKey, secrets.adminApiKey, secrets.signingKey, minio.secretAccessKey, sshd.privateKey.split("\n")[1]],
+    async stop() {
+      stopServiceUnder(root);
+      await Promise.all([mirror.stop(), sshd.stop(), minio.stop()].map((p) => p.catch(() => undefined)));
+      if (!opts.root) rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+/** SIGKILLs every process whose executable lives under `root` (the service the stack started, detached by design). */
+export function stopServiceUnder(root: string): void {
+  for (const p of readdirSync("/proc").filter((x) => /^\d+$/.test(x))) {
+    try {
+      if (readlinkSync(`/proc/${p}/exe`).startsWith(`${root}/`)) process.kill(Number(p), "SIGKILL");
+    } catch {
+      /* gone, or not ours to read */
+    }
+  }
+}
+
+/** Every regular file under `dir` that contains one of `secrets`, except the 0600 config files that must hold them. */
+export function filesHoldingSecrets(dir: string, secrets: string[]): string[] {
+  const hits: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      const p = path.join(d, name);
+      const st = lstatSync(p, { throwIfNoEntry: false });
+      if (!st || st.isSymbolicLink()) continue;
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile() && st.size < 64 * 1024 * 1024) {
+        const text = readFileSync(p).toString("latin1");
+        if (secrets.some((s) => text.includes(s))) hits.push(p);
+      }
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return hits;
+}
