@@ -15,7 +15,7 @@ if (!dir) {
   );
 }
 
-describe.skipIf(!dir)(`the local stack on the real releases in ${dir} (real engine)`, () => {
+describe.skipIf(!dir)(`the local stack on the real releases in ${dir} (real engine)`, { timeout: 240_000 }, () => {
   let w: EngineWorld;
   let thread: WrittenThread;
 

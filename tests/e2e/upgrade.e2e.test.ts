@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { EngineWorld, filesHoldingSecrets, startEngineWorld } from "./engineWorld";
 import { WrittenThread, readBodies, readyz, waitForBodies, writeThread } from "../fixtures/progressdbApi";
 
-describe("the local stack through the 0.1 → 0.2 data format (real engine, stand-in releases)", () => {
+describe("the local stack through the 0.1 → 0.2 data format (real engine, stand-in releases)", { timeout: 240_000 }, () => {
   let w: EngineWorld;
   let at012: WrittenThread;
   let at021: WrittenThread;
