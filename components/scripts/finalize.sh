@@ -33,8 +33,9 @@ why="data-continuity gate: $PDB_FINDING"
 if [ "$current" != "$PDB_VERSION" ]; then
   fail 7 "$why. Already reverted: $current runs on $PDB_DB_PATH. Fix the cause, or revert progressdb:version to $current"
 fi
-[ -n "$prev" ] && [ "$prev" != "$PDB_VERSION" ] && [ -x "$PDB_INSTALL_DIR/releases/$prev/progressdb" ] ||
+if [ -z "$prev" ] || [ "$prev" = "$PDB_VERSION" ] || [ ! -x "$PDB_INSTALL_DIR/releases/$prev/progressdb" ]; then
   fail 6 "$why. There is no previous release to revert to: $PDB_VERSION is still running. Restore the pre-upgrade backup (progressdb:restore.backup before:$PDB_VERSION)"
+fi
 log "$why — reverting to $prev"
 svc_stop || true
 switch_current "$prev"

@@ -411,17 +411,15 @@ listener_pid() {
   pdb_inodes=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
     awk -v p=":$pdb_hexport" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10 }')
   [ -n "$pdb_inodes" ] || return 1
-  for pdb_fd in /proc/[0-9]*/fd/*; do
-    pdb_target=$(readlink -- "$pdb_fd" 2>/dev/null) || continue
-    for pdb_inode in $pdb_inodes; do
-      if [ "$pdb_target" = "socket:[$pdb_inode]" ]; then
-        pdb_pid=${pdb_fd#/proc/}
-        printf '%s\n' "${pdb_pid%%/*}"
-        return 0
-      fi
-    done
-  done
-  return 1
+  # One ls over every process's fds (ls -l shows each link's target), not a
+  # readlink per fd: a busy host has thousands, and this runs on every poll.
+  # shellcheck disable=SC2012
+  pdb_pid=$(ls -l /proc/[0-9]*/fd 2>/dev/null | awk -v inodes="$(printf '%s' "$pdb_inodes" | tr '\n' ' ')" '
+    BEGIN { n = split(inodes, list, " "); for (i = 1; i <= n; i++) want["socket:[" list[i] "]"] = 1 }
+    /^\/proc\/[0-9]+\/fd:$/ { split($0, parts, "/"); pid = parts[3]; next }
+    $NF in want { print pid; exit }')
+  [ -n "$pdb_pid" ] || return 1
+  printf '%s\n' "$pdb_pid"
 }
 
 # binary_proof <version>: proves, for a release without /readyz (0.1.x), that
@@ -461,6 +459,7 @@ binary_proof() {
 # binary of releases/<version> (binary_proof). Sets PDB_PROOF on success and
 # PDB_LAST_RESPONSE to the last thing seen. Without a health URL it only checks
 # that the service is running.
+# shellcheck disable=SC2034 # PDB_PROOF is read by the scripts that inline this file
 wait_ready() {
   pdb_want=${1#v}
   PDB_PROOF=''

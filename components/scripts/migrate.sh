@@ -30,9 +30,11 @@ read_secrets
 umask 077
 trap '' HUP PIPE
 # One migration per upgrade: a re-run for the same upgrade (another input of
-# the step changed) repeats the recorded result.
+# the step changed) repeats the recorded result. Not when the data is in the
+# 0.1.x layout again: a rollback swapped the kept data back since, and this is
+# a new upgrade to the same version (same key), which must migrate it again.
 done_file="$PDB_INSTALL_DIR/run/migrate-last"
-if [ "$(head -n 1 -- "$done_file" 2>/dev/null)" = "$PDB_RUN_KEY" ]; then
+if [ "$(head -n 1 -- "$done_file" 2>/dev/null)" = "$PDB_RUN_KEY" ] && [ "$(data_layout "$PDB_DB_PATH")" != root ]; then
   sed -n 2p -- "$done_file"
   exit 0
 fi
@@ -108,7 +110,9 @@ sed 's/^/    /' "$work/out.log" | tail -n 8 >&2
 grep -q 'Migration cancelled' "$work/out.log" && fail 1 "prgcli cancelled the migration at its prompt (it exits 0 when it does) (nothing was changed)"
 threads=$(sed -n 's/.*Threads migrated: *\([0-9][0-9]*\).*/\1/p' "$work/out.log" | tail -n 1)
 messages=$(sed -n 's/.*Messages migrated: *\([0-9][0-9]*\).*/\1/p' "$work/out.log" | tail -n 1)
-[ -n "$threads" ] && [ -n "$messages" ] || fail 1 "prgcli printed no 'Threads migrated:'/'Messages migrated:' summary: the migration did not run (nothing was changed)"
+if [ -z "$threads" ] || [ -z "$messages" ]; then
+  fail 1 "prgcli printed no 'Threads migrated:'/'Messages migrated:' summary: the migration did not run (nothing was changed)"
+fi
 [ "$(data_layout "$new")" = store ] || fail 1 "prgcli did not produce a 0.2.x data dir (no store/ in $new) (nothing was changed)"
 if [ -n "$PDB_EXPECT_THREADS" ] && [ "$threads" -lt "$PDB_EXPECT_THREADS" ]; then
   fail 1 "prgcli migrated $threads threads, but $from served $PDB_EXPECT_THREADS before the upgrade (nothing was changed)"

@@ -70,7 +70,10 @@ if [ -n "$PDB_CONFIG_FILE" ]; then
   [ "$got_addr" = "$PDB_LISTEN_ADDR" ] ||
     problems="$problems; server.address:server.port is $got_addr but progressdb:deployment.binary.listenAddr is $PDB_LISTEN_ADDR (the health URL must reach it)"
   for key in $PDB_CFG_REQUIRED; do
-    [ -n "$(cfg_get "$key")" ] || problems="$problems; $key is not set (release $PDB_VERSION needs it: without it it crashes, panics or answers 429)"
+    # An empty list or a null is as good as unset ("signing: []" crashes 0.2.x too).
+    case $(cfg_get "$key") in
+      '' | '[]' | '~' | null | '{}') problems="$problems; $key is not set (release $PDB_VERSION needs it: without it it crashes, panics or answers 429)" ;;
+    esac
   done
   [ -z "$problems" ] || fail 1 "config file $PDB_CONFIG_FILE does not fit $PDB_VERSION${problems} — fix the file, or remove deployment.binary.configFile to let the program write it (nothing was changed)"
   log "config file $PDB_CONFIG_FILE fits $PDB_VERSION ($PDB_CFG_DB_KEY, listen address, required keys)"

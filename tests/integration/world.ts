@@ -1,30 +1,51 @@
 /**
- * Shared setup for the host-script integration tests: a release mirror of the
- * progressdb stand-in, sshd, MinIO and (optionally) supervisord — all on
- * 127.0.0.1, started here and stopped by `stop()`. Plus helpers that run the
- * rendered scripts through SSH exactly as remote.Command would.
+ * Shared setup for the host-script integration tests: a release mirror (the
+ * progressdb stand-in, or the real archives), sshd, MinIO and (optionally)
+ * supervisord — all on 127.0.0.1, started here and stopped by `stop()`. Plus
+ * helpers that run the rendered scripts through SSH exactly as remote.Command
+ * would (script text as the ssh command, secrets on stdin), and clients for
+ * both API dialects (0.1.x `/v1`, 0.2.x `/frontend/v1`).
  */
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import {
   renderBackupScript,
+  renderConfigureScript,
+  renderFinalizeScript,
   renderInstallScript,
+  renderMigrateScript,
   renderPreflightScript,
   renderRestoreScript,
   renderSecretsStdin,
+  type BackupResult,
   type HostParams,
   type HostSecrets,
+  type InstallResult,
+  type MigrateResult,
+  type PreflightParams,
+  type PreflightResult,
+  type RestoreResult,
   type S3Params,
   type ServiceManager,
 } from "../../components/hostScripts";
+import { familyOf, type ServiceConfig } from "../../components/releases";
 import { minioUnavailable, startMinio, awsCliPath, type MinioHandle } from "../fixtures/minio";
 import { freePort, tempDir, run, type RunResult } from "../fixtures/net";
-import { startReleaseMirror, type BuildSpec, type ReleaseMirror } from "../fixtures/releases";
+import { realReleasesDir, startReleaseMirror, type BuildSpec, type ReleaseMirror } from "../fixtures/releases";
 import { runRemote, startSshd, type SshdHandle } from "../fixtures/sshd";
 import { startSupervisor, type SupervisorHandle } from "../fixtures/supervisor";
 
-export const BACKEND_KEY = "sk_example";
+/** The service's API keys, as the program renders them into its config file (never its environment). */
+export const KEYS = {
+  backend: "sk_itest_backend_7f3a91",
+  frontend: "pk_itest_frontend_52c0de",
+  admin: "ak_itest_admin_9e41b7",
+  signing: "sg_itest_signing_d08a66",
+} as const;
+export const AUTHOR = "itest-user";
+/** The backend key (also what other suites set as the stack's progressdb:apiKey). */
+export const BACKEND_KEY = KEYS.backend;
 
 /** Empty when everything the integration tests need is installed, else why not. */
 export function integrationUnavailable(): string | undefined {
@@ -36,14 +57,26 @@ export function integrationUnavailable(): string | undefined {
   return undefined;
 }
 
-export function skipMessage(suite: string): string | undefined {
-  const why = integrationUnavailable();
+export function skipMessage(suite: string, extra?: string): string | undefined {
+  const why = integrationUnavailable() ?? extra;
   if (why) {
     const msg = `\n\n*** SKIPPING ${suite}: ${why} ***\n`;
     console.warn(msg);
     return msg;
   }
   return undefined;
+}
+
+/** Why the real 0.1.2/0.2.1 archives cannot be served here ("" when they can). */
+export function realReleasesUnavailable(): string {
+  const dir = realReleasesDir();
+  const arch = process.arch === "x64" ? "amd64" : process.arch;
+  if (!dir) return "no real release dir (set PDB_RELEASES_DIR or provide ../shared/progressdb-releases)";
+  for (const f of ["0.1.2/progressdb_0.1.2_linux_", "0.2.1/progressdb_0.2.1_linux_", "0.2.1/prgcli_0.2.1_linux_"]) {
+    const p = path.join(dir, `${f}${arch}.tar.gz`);
+    if (!fs.existsSync(p)) return `${p} is missing`;
+  }
+  return "";
 }
 
 export interface World {
@@ -72,7 +105,9 @@ export async function stopProcessesUnder(root: string): Promise<void> {
       .filter((p) => /^\d+$/.test(p))
       .filter((p) => {
         try {
-          return fs.readFileSync(`/proc/${p}/cmdline`, "utf8").startsWith(prefix);
+          const argv = fs.readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0");
+          // The launcher execs ./progressdb in <installDir>/current: match the cwd too.
+          return argv[0].startsWith(prefix) || (argv[0] === "./progressdb" && fs.readlinkSync(`/proc/${p}/cwd`).startsWith(prefix));
         } catch {
           return false;
         }
@@ -96,11 +131,11 @@ export async function stopProcessesUnder(root: string): Promise<void> {
   }
 }
 
-export async function startWorld(opts: { supervisor?: boolean; versions?: BuildSpec[] } = {}): Promise<World> {
+export async function startWorld(opts: { supervisor?: boolean; versions?: BuildSpec[]; fromDir?: string } = {}): Promise<World> {
   const started: Array<{ stop(): Promise<void> }> = [];
   try {
     const [mirror, sshd, minio] = await Promise.all([
-      startReleaseMirror({ versions: opts.versions }),
+      startReleaseMirror({ versions: opts.versions, fromDir: opts.fromDir }),
       startSshd(),
       startMinio(),
     ]);
@@ -118,7 +153,7 @@ export async function startWorld(opts: { supervisor?: boolean; versions?: BuildS
       s3: { bucket: minio.bucket, prefix: "progressdb-backups", endpoint: minio.endpoint, region: minio.region },
       secrets: { awsAccessKeyId: minio.accessKeyId, awsSecretAccessKey: minio.secretAccessKey },
       async stop() {
-        // Supervisor first (stops its programs), then detached stand-ins, then the rest.
+        // Supervisor first (stops its programs), then detached services, then the rest.
         const [first, ...rest] = started.reverse();
         if (supervisor) await first.stop().catch(() => undefined);
         await stopProcessesUnder(root);
@@ -136,7 +171,10 @@ export interface TestHost {
   params: HostParams;
   port: number;
   url: string;
+  /** Embedded-KMS master key (0.2.x) / encryption key (0.1.x), rendered into the config file. */
   kmsKeyHex: string;
+  /** Message fields encrypted at rest (none when unset). */
+  encryptFields?: string[];
 }
 
 /** A fresh "host" (directories under the world root; same machine via SSH). */
@@ -144,12 +182,12 @@ export async function newHost(
   w: World,
   name: string,
   manager: ServiceManager,
-  extra: Partial<HostParams> & { withSeparateKms?: boolean } = {},
+  extra: Partial<HostParams> & { withSeparateKms?: boolean; encryptFields?: string[] } = {},
 ): Promise<TestHost> {
   const base = path.join(w.root, name);
   fs.mkdirSync(base, { recursive: true });
   const port = await freePort();
-  const { withSeparateKms, ...rest } = extra;
+  const { withSeparateKms, encryptFields, ...rest } = extra;
   const params: HostParams = {
     installDir: path.join(base, "opt", "progressdb"),
     dbPath: path.join(base, "var", "lib", "progressdb"),
@@ -164,15 +202,40 @@ export async function newHost(
     ...rest,
   };
   if (withSeparateKms) {
-    // v0.1.x keeps embedded-KMS data in its own dir, set through the config file.
+    // storage.kmsDataDir: KMS data the operator keeps outside the data dir, backed up with it.
     params.kmsDataDir = path.join(base, "var", "lib", "progressdb-kms");
-    params.configFile = path.join(base, "etc", "progressdb.yaml");
-    fs.mkdirSync(path.dirname(params.configFile), { recursive: true });
-    fs.writeFileSync(params.configFile, `encryption:\n  kms:\n    mode: "embedded"\n    data_dir: "${params.kmsDataDir}"\n`);
+    fs.mkdirSync(params.kmsDataDir, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(path.join(params.kmsDataDir, "wrapped-deks.json"), JSON.stringify({ dek: crypto.randomBytes(48).toString("base64") }), { mode: 0o600 });
   }
-  const h = { params, port, url: `http://127.0.0.1:${port}`, kmsKeyHex: crypto.randomBytes(32).toString("hex") };
+  const h: TestHost = {
+    params,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    kmsKeyHex: crypto.randomBytes(32).toString("hex"),
+    encryptFields: encryptFields ?? [],
+  };
   w.hosts.push(h);
   return h;
+}
+
+/** Every secret a host's scripts or service may see: none may leak anywhere. */
+export function secretsOf(w: World, h: TestHost): string[] {
+  return [...Object.values(KEYS), h.kmsKeyHex, w.secrets.awsAccessKeyId, w.secrets.awsSecretAccessKey];
+}
+
+/** The config file the program renders for `version` on this host (its family's renderer). */
+export function serviceConfig(h: TestHost, version: string, o: { signing?: string[] } = {}): string {
+  const c: ServiceConfig = {
+    listenAddr: h.params.listenAddr,
+    dbPath: h.params.dbPath,
+    keys: { backend: [KEYS.backend], frontend: [KEYS.frontend], admin: [KEYS.admin], signing: o.signing ?? [KEYS.signing] },
+    rateLimit: { rps: 200, burst: 400 },
+    maxPayloadSize: "100KB",
+    encryptFields: h.encryptFields ?? [],
+    kmsMasterKeyHex: h.kmsKeyHex,
+    logLevel: "info",
+  };
+  return familyOf(version).renderConfig(c);
 }
 
 export interface ScriptRun<T> extends RunResult {
@@ -191,7 +254,7 @@ function parse<T>(r: RunResult): T | undefined {
   }
 }
 
-async function runScript<T>(w: World, script: string, secrets: HostSecrets): Promise<ScriptRun<T>> {
+export async function runScript<T>(w: World, script: string, secrets: HostSecrets): Promise<ScriptRun<T>> {
   const stdin = renderSecretsStdin(secrets);
   const r = await runRemote(w.sshd, script, { stdin, timeoutMs: 150_000 });
   return { ...r, json: r.code === 0 ? parse<T>(r) : undefined, script, stdin };
@@ -201,40 +264,69 @@ export function preflight(
   w: World,
   h: TestHost,
   version: string,
-  o: { s3?: S3Params | null; secrets?: HostSecrets; minFreeMb?: number; sha256?: string } = {},
+  o: {
+    s3?: S3Params | null;
+    secrets?: HostSecrets;
+    minFreeMb?: number;
+    sha256?: string;
+    /** Stage the release's prgcli (true: the mirror's), as the program does for a 0.2.x target. */
+    tool?: boolean | { url: string; archiveName: string };
+    checksumsUrl?: string;
+    targetLayout?: PreflightParams["targetLayout"];
+    operatorConfig?: PreflightParams["operatorConfig"];
+  } = {},
 ) {
   const rel = w.mirror.release(version);
+  const tool =
+    o.tool === true ? { url: rel.prgcliArtifactUrl!, archiveName: rel.prgcliArchiveName! } : o.tool === false || o.tool === undefined ? undefined : o.tool;
   const script = renderPreflightScript({
     host: h.params,
     version,
     artifactUrl: rel.artifactUrl,
-    checksumsUrl: rel.checksumsUrl,
+    checksumsUrl: o.checksumsUrl ?? rel.checksumsUrl,
     archiveName: rel.archiveName,
     sha256: o.sha256,
     minFreeMb: o.minFreeMb ?? 50,
     s3: o.s3 === null ? undefined : (o.s3 ?? w.s3),
+    targetLayout: o.targetLayout ?? familyOf(version).dataLayout,
+    migrationTool: tool,
+    operatorConfig: o.operatorConfig,
   });
-  return runScript<{ archive: string; sha256: string; reused: boolean }>(w, script, o.secrets ?? w.secrets);
+  return runScript<PreflightResult>(w, script, o.secrets ?? w.secrets);
 }
 
-export interface BackupJson {
-  uri?: string;
-  bucket?: string;
-  key?: string;
-  size?: number;
-  sha256?: string;
-  fromVersion?: string;
-  toVersion?: string;
-  skipped?: boolean;
-  reason?: string;
-}
+export type BackupJson = Partial<Extract<BackupResult, { uri: string }>> & { skipped?: boolean; reason?: string; fromVersion?: string };
 
-export function backup(w: World, h: TestHost, version: string, o: { s3?: S3Params; secrets?: HostSecrets; stack?: string } = {}) {
-  const script = renderBackupScript({ host: h.params, version, stack: o.stack ?? "itest", s3: o.s3 ?? w.s3 });
+export function backup(w: World, h: TestHost, version: string, o: { s3?: S3Params; secrets?: HostSecrets; stack?: string; runKey?: string } = {}) {
+  const script = renderBackupScript({ host: h.params, version, runKey: o.runKey ?? version, stack: o.stack ?? "itest", s3: o.s3 ?? w.s3 });
   return runScript<BackupJson>(w, script, o.secrets ?? w.secrets);
 }
 
-export function install(w: World, h: TestHost, version: string, o: { autoRevertSeconds?: number; keepReleases?: number; secrets?: HostSecrets; backupUri?: string } = {}) {
+export function migrate(w: World, h: TestHost, version: string, o: { expectThreads?: number; runKey?: string; toolArchive?: string } = {}) {
+  const rel = w.mirror.release(version);
+  const script = renderMigrateScript({
+    host: h.params,
+    version,
+    toolArchive: o.toolArchive ?? path.join(h.params.installDir, "staging", version, rel.prgcliArchiveName!),
+    expectThreads: o.expectThreads,
+    runKey: o.runKey ?? version,
+  });
+  return runScript<MigrateResult>(w, script, w.secrets);
+}
+
+export function install(
+  w: World,
+  h: TestHost,
+  version: string,
+  o: {
+    autoRevertSeconds?: number;
+    keepReleases?: number;
+    backupUri?: string;
+    /** The rendered config on stdin; null sends none (an operator-managed configFile). */
+    config?: string | null;
+    targetLayout?: "root" | "store";
+  } = {},
+) {
   const rel = w.mirror.release(version);
   const script = renderInstallScript({
     host: h.params,
@@ -244,17 +336,22 @@ export function install(w: World, h: TestHost, version: string, o: { autoRevertS
     healthUrl: h.url,
     autoRevertSeconds: o.autoRevertSeconds ?? 20,
     backupUri: o.backupUri,
+    targetLayout: o.targetLayout ?? familyOf(version).dataLayout,
   });
-  return runScript<{ version: string; previousVersion: string }>(w, script, o.secrets ?? { kmsMasterKeyHex: h.kmsKeyHex });
+  const config = o.config === null ? undefined : (o.config ?? serviceConfig(h, version));
+  return runScript<InstallResult>(w, script, config === undefined ? {} : { serviceConfig: config });
 }
 
-export interface RestoreJson {
-  restored: string;
-  sha256: string;
-  size: number;
-  movedAside: string[];
-  started: boolean;
+export function finalize(w: World, h: TestHost, o: { version: string; previousVersion: string; continuity: string; finding?: string }) {
+  const script = renderFinalizeScript({ host: h.params, ...o, finding: o.finding ?? "", healthUrl: h.url });
+  return runScript<{ version: string; committed: boolean }>(w, script, {});
 }
+
+export function configure(w: World, h: TestHost, config: string) {
+  return runScript<{ config: string; changed: boolean }>(w, renderConfigureScript(h.params), { serviceConfig: config });
+}
+
+export type RestoreJson = RestoreResult;
 
 export function restore(w: World, h: TestHost, request: string, version: string, o: { stack?: string; secrets?: HostSecrets } = {}) {
   const script = renderRestoreScript({ host: h.params, request, version, stack: o.stack ?? "itest", s3: w.s3, healthUrl: h.url });
@@ -262,11 +359,12 @@ export function restore(w: World, h: TestHost, request: string, version: string,
 }
 
 /** First install of `version` (preflight + install), as a fresh host would get. */
-export async function provision(w: World, h: TestHost, version: string): Promise<void> {
+export async function provision(w: World, h: TestHost, version: string): Promise<InstallResult> {
   const p = await preflight(w, h, version, { s3: null });
   if (p.code !== 0) throw new Error(`preflight ${version} failed (${p.code}): ${p.stderr}`);
   const i = await install(w, h, version);
-  if (i.code !== 0) throw new Error(`install ${version} failed (${i.code}): ${i.stderr}`);
+  if (i.code !== 0 || !i.json) throw new Error(`install ${version} failed (${i.code}): ${i.stderr}`);
+  return i.json;
 }
 
 // ---- observing the world ----------------------------------------------------
@@ -274,41 +372,208 @@ export async function provision(w: World, h: TestHost, version: string): Promise
 export async function readyz(h: TestHost): Promise<{ status: number; body: { status?: string; version?: string } }> {
   try {
     const res = await fetch(`${h.url}/readyz`, { signal: AbortSignal.timeout(2000) });
-    return { status: res.status, body: (await res.json()) as { status?: string; version?: string } };
+    const text = await res.text();
+    let body: { status?: string; version?: string } = {};
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      /* 0.1.x answers 401/404 with a text or error body */
+    }
+    return { status: res.status, body };
   } catch {
     return { status: 0, body: {} };
   }
 }
 
-async function api<T>(h: TestHost, method: string, p: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const res = await fetch(`${h.url}${p}`, {
-    method,
-    headers: { "X-API-Key": BACKEND_KEY, "X-User-ID": "itest-user", "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(5000),
-  });
-  const text = await res.text();
-  return { status: res.status, json: (text ? JSON.parse(text) : {}) as T };
+export async function healthz(h: TestHost): Promise<number> {
+  try {
+    return (await fetch(`${h.url}/healthz`, { signal: AbortSignal.timeout(2000) })).status;
+  } catch {
+    return 0;
+  }
 }
 
-/** Writes a thread with messages through the stand-in's API; returns what to read back. */
-export async function writeSampleData(h: TestHost, n = 3): Promise<{ threadKey: string; bodies: unknown[] }> {
-  const t = await api<{ key: string }>(h, "POST", "/frontend/v1/threads", { title: "upgrade canary" });
-  if (t.status !== 202) throw new Error(`create thread: ${t.status} ${JSON.stringify(t.json)}`);
+/** The pid listening on TCP `port` (from /proc/net/tcp{,6} and the socket inodes in /proc/<pid>/fd). */
+export function listenerPid(port: number): number | undefined {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const inodes = new Set<string>();
+  for (const f of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = fs.readFileSync(f, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length > 9 && cols[1].endsWith(hex) && cols[3] === "0A") inodes.add(cols[9]);
+    }
+  }
+  if (!inodes.size) return undefined;
+  for (const pid of fs.readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1])) return Number(pid);
+      } catch {
+        /* fd closed */
+      }
+    }
+  }
+  return undefined;
+}
+
+/** Which binary answers on the host's port: its pid, exe path and sha256. */
+export function whoListens(h: TestHost): { pid: number; exe: string; sha256: string } | undefined {
+  const pid = listenerPid(h.port);
+  if (pid === undefined) return undefined;
+  try {
+    return { pid, exe: fs.readlinkSync(`/proc/${pid}/exe`), sha256: sha256File(`/proc/${pid}/exe`) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The version that answers, proved the way the program proves it: /readyz for
+ * 0.2.x; for 0.1.x (no /readyz: 401/404), /healthz ok and the listening
+ * process running releases/<v>/progressdb of this host (by sha256).
+ */
+export async function answeringVersion(h: TestHost): Promise<string | undefined> {
+  const r = await readyz(h);
+  if (r.status === 200 && r.body.version) return r.body.version.replace(/^v/, "");
+  if ((r.status === 401 || r.status === 404) && (await healthz(h)) === 200) {
+    const who = whoListens(h);
+    const releases = path.join(h.params.installDir, "releases");
+    if (!who || !fs.existsSync(releases)) return undefined;
+    for (const v of fs.readdirSync(releases)) {
+      const bin = path.join(releases, v, "progressdb");
+      if (fs.existsSync(bin) && sha256File(bin) === who.sha256) return v;
+    }
+  }
+  return undefined;
+}
+
+interface ApiOptions {
+  key?: string;
+  user?: string;
+  body?: unknown;
+}
+
+export async function api<T>(h: TestHost, method: string, p: string, o: ApiOptions = {}): Promise<{ status: number; json: T; text: string }> {
+  for (let attempt = 0; ; attempt++) {
+    const headers: Record<string, string> = { "X-API-Key": o.key ?? KEYS.backend, "Content-Type": "application/json" };
+    if (o.user) headers["X-User-ID"] = o.user;
+    const res = await fetch(`${h.url}${p}`, {
+      method,
+      headers,
+      body: o.body === undefined ? undefined : JSON.stringify(o.body),
+      signal: AbortSignal.timeout(5000),
+    });
+    const text = await res.text();
+    if (res.status === 429 && attempt < 20) {
+      await new Promise((r) => setTimeout(r, 250));
+      continue;
+    }
+    let json = {} as T;
+    try {
+      json = (text ? JSON.parse(text) : {}) as T;
+    } catch {
+      /* not JSON */
+    }
+    return { status: res.status, json, text };
+  }
+}
+
+export interface Sample {
+  /** 0.1.x thread id or 0.2.x thread key. */
+  threadKey: string;
+  title: string;
+  bodies: unknown[];
+}
+
+/**
+ * Writes a thread with `n` messages through the API of `version`'s family.
+ * (`writeSampleData(h, n)`, without a version, writes through the 0.2.x API.)
+ */
+export async function writeSampleData(h: TestHost, version: string | number, n = 3, title = `canary ${crypto.randomBytes(3).toString("hex")}`): Promise<Sample> {
+  if (typeof version === "number") return writeSampleData(h, "0.2.1", version);
   const bodies: unknown[] = [];
+  const nextBody = (i: number) => ({ text: `message ${i} of ${title} — ${crypto.randomBytes(6).toString("hex")}` });
+  if (familyOf(version).dialect === "v1") {
+    const t = await api<{ id: string }>(h, "POST", "/v1/threads", { body: { author: AUTHOR, title } });
+    if (t.status !== 200) throw new Error(`create thread at ${version}: ${t.status} ${t.text}`);
+    for (let i = 0; i < n; i++) {
+      const body = nextBody(i);
+      const m = await api(h, "POST", `/v1/threads/${encodeURIComponent(t.json.id)}/messages`, { body: { author: AUTHOR, body } });
+      if (m.status !== 200) throw new Error(`post message at ${version}: ${m.status} ${m.text}`);
+      bodies.push(body);
+    }
+    return { threadKey: t.json.id, title, bodies };
+  }
+  const t = await api<{ key: string }>(h, "POST", "/frontend/v1/threads", { user: AUTHOR, body: { title } });
+  if (t.status !== 202) throw new Error(`create thread at ${version}: ${t.status} ${t.text}`);
   for (let i = 0; i < n; i++) {
-    const body = { text: `message ${i} — ${crypto.randomBytes(6).toString("hex")}` };
-    const m = await api(h, "POST", `/frontend/v1/threads/${encodeURIComponent(t.json.key)}/messages`, { body });
-    if (m.status !== 202) throw new Error(`post message: ${m.status}`);
+    const body = nextBody(i);
+    // 0.2.x applies writes asynchronously (the real one a few ms after the 202): retry until the thread exists.
+    for (let attempt = 0; ; attempt++) {
+      const m = await api(h, "POST", `/frontend/v1/threads/${encodeURIComponent(t.json.key)}/messages`, { user: AUTHOR, body: { body } });
+      if (m.status === 202) break;
+      if (attempt > 50) throw new Error(`post message at ${version}: ${m.status} ${m.text}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
     bodies.push(body);
   }
-  return { threadKey: t.json.key, bodies };
+  for (let attempt = 0; (await readMessages(h, version, t.json.key).catch(() => [])).length < n; attempt++) {
+    if (attempt > 100) throw new Error(`${version} never applied the writes to ${t.json.key}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { threadKey: t.json.key, title, bodies };
 }
 
-export async function readMessages(h: TestHost, threadKey: string): Promise<unknown[]> {
-  const r = await api<{ messages: Array<{ body: unknown }> }>(h, "GET", `/frontend/v1/threads/${encodeURIComponent(threadKey)}/messages`);
-  if (r.status !== 200) throw new Error(`list messages: ${r.status} ${JSON.stringify(r.json)}`);
-  return r.json.messages.map((m) => m.body);
+/**
+ * The bodies of a thread's messages, oldest first, read through `version`'s API.
+ * (`readMessages(h, threadKey)`, without a version, reads through the 0.2.x API.)
+ */
+export async function readMessages(h: TestHost, version: string, threadKey?: string): Promise<unknown[]> {
+  if (threadKey === undefined) return readMessages(h, "0.2.1", version);
+  const v1 = familyOf(version).dialect === "v1";
+  const p = v1
+    ? `/v1/threads/${encodeURIComponent(threadKey)}/messages?author=${AUTHOR}`
+    : `/frontend/v1/threads/${encodeURIComponent(threadKey)}/messages?limit=100`;
+  const r = await api<{ messages: Array<{ body: unknown }> | null }>(h, "GET", p, { user: v1 ? undefined : AUTHOR });
+  if (r.status !== 200) throw new Error(`list messages at ${version}: ${r.status} ${r.text}`);
+  return (r.json.messages ?? []).map((m) => m.body);
+}
+
+/** The author's threads (key and title) through `version`'s API. */
+export async function listThreads(h: TestHost, version: string): Promise<Array<{ key: string; title: string }>> {
+  if (familyOf(version).dialect === "v1") {
+    const r = await api<{ threads: Array<{ id: string; title: string }> | null }>(h, "GET", `/v1/threads?author=${AUTHOR}`);
+    if (r.status !== 200) throw new Error(`list threads at ${version}: ${r.status} ${r.text}`);
+    return (r.json.threads ?? []).map((t) => ({ key: t.id, title: t.title }));
+  }
+  const r = await api<{ threads: Array<{ key: string; title: string }> | null }>(h, "GET", "/frontend/v1/threads?limit=100", { user: AUTHOR });
+  if (r.status !== 200) throw new Error(`list threads at ${version}: ${r.status} ${r.text}`);
+  return (r.json.threads ?? []).map((t) => ({ key: t.key, title: t.title }));
+}
+
+/** A sample's messages as `version` serves them, found by the thread's title (keys change in a migration). */
+export async function readByTitle(h: TestHost, version: string, title: string): Promise<unknown[] | undefined> {
+  const t = (await listThreads(h, version)).find((x) => x.title === title);
+  return t ? readMessages(h, version, t.key) : undefined;
+}
+
+export async function stats(h: TestHost): Promise<{ threads: number; messages: number }> {
+  const r = await api<{ threads: number; messages: number }>(h, "GET", "/admin/stats", { key: KEYS.admin });
+  if (r.status !== 200) throw new Error(`/admin/stats: ${r.status} ${r.text}`);
+  return r.json;
 }
 
 export function pidOf(h: TestHost): number | undefined {
@@ -323,14 +588,38 @@ export function pidOf(h: TestHost): number | undefined {
   }
 }
 
-/** sha256 over (relative path, type, mode, content) of every entry, sorted. */
-export function treeHash(dir: string): string {
+export function currentLink(h: TestHost): string {
+  return fs.readlinkSync(path.join(h.params.installDir, "current"));
+}
+
+export function releaseDir(h: TestHost, version: string): string {
+  return path.join(h.params.installDir, "releases", version);
+}
+
+export function keptData(h: TestHost): { path: string; from: string; to: string; at: string } | undefined {
+  const f = path.join(h.params.installDir, "kept-data");
+  return fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, "utf8")) as { path: string; from: string; to: string; at: string }) : undefined;
+}
+
+export function upgradeLog(h: TestHost): string {
+  const f = path.join(h.params.installDir, "logs", "upgrade.log");
+  return fs.existsSync(f) ? fs.readFileSync(f, "utf8") : "";
+}
+
+export function serviceLog(h: TestHost): string {
+  const f = path.join(h.params.installDir, "logs", `${h.params.serviceName}.log`);
+  return fs.existsSync(f) ? fs.readFileSync(f, "utf8") : "";
+}
+
+/** sha256 over (relative path, type, mode, content) of every entry, sorted; `skip` names top-level entries to leave out. */
+export function treeHash(dir: string, skip: string[] = []): string {
   const entries: string[] = [];
   const walk = (d: string) => {
     for (const name of fs.readdirSync(d).sort()) {
       const p = path.join(d, name);
-      const st = fs.lstatSync(p);
       const rel = path.relative(dir, p);
+      if (skip.includes(rel)) continue;
+      const st = fs.lstatSync(p);
       if (st.isDirectory()) {
         entries.push(`d ${rel} ${(st.mode & 0o7777).toString(8)}`);
         walk(p);
@@ -348,6 +637,20 @@ export function treeHash(dir: string): string {
 
 export function sha256File(p: string): string {
   return crypto.createHash("sha256").update(fs.readFileSync(p)).digest("hex");
+}
+
+/** Every file under `dir` (relative paths), for "does any of these contain a secret" checks. */
+export function filesUnder(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) out.push(p);
+    }
+  };
+  if (fs.existsSync(dir)) walk(dir);
+  return out;
 }
 
 /**
@@ -387,4 +690,18 @@ export async function downloadObject(w: World, key: string, out: string): Promis
 export async function untar(archive: string, dest: string): Promise<RunResult> {
   fs.mkdirSync(dest, { recursive: true });
   return run("tar", ["-xzf", archive, "-C", dest]);
+}
+
+/** The member names of a backup object in S3. */
+export async function backupListing(w: World, key: string): Promise<string[]> {
+  const dir = tempDir("listing");
+  try {
+    const archive = path.join(dir, "b.tar.gz");
+    await downloadObject(w, key, archive);
+    const r = await run("tar", ["-tzf", archive]);
+    if (r.code !== 0) throw new Error(`tar -tzf: ${r.stderr}`);
+    return r.stdout.split("\n").filter(Boolean);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
