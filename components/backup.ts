@@ -3,7 +3,7 @@ import { BackupParams, renderBackupScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The backup script's parameters, and how to reach the host. */
-export type BackupArgs = BackupParams & HostAccess;
+export type BackupArgs = Omit<BackupParams, "runKey"> & HostAccess & { runKey: pulumi.Input<string> };
 
 interface BackupResult {
   uri?: string;
@@ -36,7 +36,7 @@ export class Backup extends pulumi.ComponentResource {
       `${name}-upload`,
       {
         connection: args.connection,
-        script: renderBackupScript(args),
+        script: pulumi.output(args.runKey).apply((runKey) => renderBackupScript({ ...args, runKey })),
         stdin: args.stdin,
         triggers: [args.runKey],
       },

@@ -15,6 +15,8 @@ export interface BinaryDeploymentArgs extends InstallParams, HostAccess {
    * service on the same release, with the version proof, and no backup.
    */
   settingsDigest: pulumi.Input<string>;
+  /** The upgrade's run key (the version, renewed when the live service drifted): a new one re-runs the install. */
+  runKey: pulumi.Input<string>;
 }
 
 /**
@@ -40,7 +42,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
         script: renderInstallScript(args),
         // (stdin carries the rendered config: its digest is in the triggers.)
         stdin: args.stdin,
-        triggers: [args.version, args.serviceStoppedBy ?? "", args.settingsDigest],
+        triggers: [args.runKey, args.serviceStoppedBy ?? "", args.settingsDigest],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );

@@ -3,7 +3,8 @@ import { MigrateParams, MigrateResult, renderMigrateScript } from "./hostScripts
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The migration's parameters (the expected thread count may come from the data snapshot), and how to reach the host. */
-export type MigrateArgs = Omit<MigrateParams, "expectThreads"> & HostAccess & { expectThreads?: pulumi.Input<number | undefined> };
+export type MigrateArgs = Omit<MigrateParams, "expectThreads" | "runKey"> &
+  HostAccess & { expectThreads?: pulumi.Input<number | undefined>; runKey: pulumi.Input<string> };
 
 /**
  * The offline 0.1.x → 0.2.x data migration with the target release's prgcli,
@@ -20,12 +21,12 @@ export class Migrate extends pulumi.ComponentResource {
 
   constructor(name: string, args: MigrateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:deploy:Migrate", name, {}, opts);
-    const { expectThreads, connection, stdin, ...params } = args;
+    const { expectThreads, connection, stdin, runKey, ...params } = args;
     const run = hostCommand(
       `${name}-data`,
       {
         connection,
-        script: pulumi.output(expectThreads).apply((n) => renderMigrateScript({ ...params, expectThreads: n })),
+        script: pulumi.all([expectThreads, runKey]).apply(([n, key]) => renderMigrateScript({ ...params, expectThreads: n, runKey: key })),
         stdin,
         triggers: [args.runKey],
       },

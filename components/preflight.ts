@@ -3,7 +3,7 @@ import { PreflightParams, PreflightResult, renderPreflightScript } from "./hostS
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The preflight script's parameters, and how to reach the host. */
-export type PreflightArgs = PreflightParams & HostAccess & { runKey: string };
+export type PreflightArgs = PreflightParams & HostAccess & { runKey: pulumi.Input<string> };
 
 /**
  * Everything that can be checked before anything is stopped: host tools, free

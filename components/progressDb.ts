@@ -15,6 +15,7 @@ import { CONTAINER_DB_PATH, ContainerDeployment, ContainerImage } from "./contai
 import { HealthCheck } from "./healthCheck";
 import { DataSnapshot } from "./dataSnapshot";
 import { Finalize } from "./finalize";
+import { ServiceProbe } from "./serviceProbe";
 
 export interface ProgressDbArgs {
   settings: Settings;
@@ -97,8 +98,16 @@ export class ProgressDb extends pulumi.ComponentResource {
     const from = args.fromVersion ?? "";
     const fromFamily = from ? familyOf(from) : family;
     const deployedFamily = args.deployedVersion ? familyOf(args.deployedVersion) : family;
-    // One backup (and migration) per version: a restore at the same version does not take another.
-    const runKey = version;
+    // Drift detection: every preview and up looks at the live service; when the configured
+    // version is not the one answering (stopped outside Pulumi, or the continuity gate reverted
+    // the last upgrade), the probe gets a new epoch and the chain below runs again.
+    const probe = new ServiceProbe(
+      `${name}-probe`,
+      { url: s.health.url, expectedVersion: version, versionProofMode: family.versionProof, headers: s.health.headers, caCertPem: s.health.caCertPem },
+      { parent: this },
+    );
+    // One backup (and migration) per upgrade: a restore at the same version does not take another.
+    const runKey = pulumi.interpolate`${version}.${probe.epoch}`;
     const connection = sshConnection(s.deployment.host, secrets.sshPrivateKey ?? "");
     const host = hostParams(s);
     const s3 = s.backup.enabled ? s3Params(s) : undefined;
@@ -165,7 +174,7 @@ export class ProgressDb extends pulumi.ComponentResource {
         s3,
         stdin: s3Stdin,
       },
-      { ...child, dependsOn: afterBucket },
+      { ...child, dependsOn: [...afterBucket, probe] },
     );
     const image =
       s.deployment.mode === "container"
@@ -246,6 +255,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           stdin: serviceStdin,
           serviceStoppedBy: backup?.runId,
           settingsDigest,
+          runKey,
         },
         { ...child, dependsOn: beforeInstall },
       );

@@ -26,5 +26,6 @@ export * from "./continuity";
 export * from "./http";
 export * from "./inputs";
 export * from "./poll";
+export * from "./probe";
 export * from "./smoke";
 export * from "./snapshot";

@@ -21,6 +21,7 @@ describe("binary mode", () => {
     expect(r.registrations.map((x) => `${x.type} ${x.name}`).sort()).toEqual(
       [
         "progressdb:index:ProgressDb progressdb",
+        "pulumi-nodejs:dynamic/probe:ServiceProbe progressdb-probe",
         "progressdb:deploy:Preflight progressdb-preflight",
         "command:remote:Command progressdb-preflight-check",
         "pulumi-nodejs:dynamic/snapshot:DataSnapshot progressdb-snapshot",
@@ -38,6 +39,15 @@ describe("binary mode", () => {
     for (const child of ["progressdb-preflight", "progressdb-snapshot", "progressdb-backup", "progressdb-migrate", "progressdb-deploy", "progressdb-health", "progressdb-finalize"]) {
       expect(r.byName(child).parent).toBe(r.byName("progressdb").urn);
     }
+  });
+
+  test("every host step's run key is the version plus the drift probe's epoch; the probe comes first", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(r.byName("progressdb-probe").inputs).toMatchObject({ expectedVersion: "0.2.1", versionProofMode: "readyz", url: "http://127.0.0.1:18080" });
+    for (const step of ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-migrate-data", "progressdb-deploy-install"]) {
+      expect((r.byName(step).inputs.triggers as string[])[0], step).toBe("0.2.1.e1");
+    }
+    expect(dependsOn(r, "progressdb-preflight-check", "progressdb-probe")).toBe(true);
   });
 
   test("a 0.1.x release has no migration step (its family ships no prgcli)", async () => {
@@ -58,7 +68,7 @@ describe("binary mode", () => {
 
   test("the snapshot reads the deployed version's API; the health check speaks the new one's", async () => {
     const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
-    expect(r.byName("progressdb-snapshot").inputs).toMatchObject({ dialect: "v1", version: "0.2.1" });
+    expect(r.byName("progressdb-snapshot").inputs).toMatchObject({ dialect: "v1", version: "0.2.1.e1" });
     expect(r.byName("progressdb-health").inputs).toMatchObject({ dialect: "frontend-v1", versionProofMode: "readyz", baselineVersion: "0.1.2" });
     const v01 = await run(binaryConfig("0.1.2"));
     expect(v01.byName("progressdb-health").inputs).toMatchObject({ dialect: "v1", versionProofMode: "host" });

@@ -33,7 +33,7 @@ export interface ProgramRun {
 
 /** Plausible stdout for each host script, as the real ones print it. */
 function fakeStdout(name: string, inputs: Record<string, unknown>): string {
-  const version = String((inputs.triggers as string[] | undefined)?.[0] ?? "").replace(/\+.*$/, "");
+  const version = /^PDB_VERSION='([^']*)'$/m.exec(String(inputs.create ?? ""))?.[1] ?? "";
   if (name.endsWith("-check")) {
     return `{"archive":"/opt/progressdb/staging/${version}/a.tar.gz","sha256":"${"a".repeat(64)}","reused":false,"layout":"root","plan":"start","tool":""}\n`;
   }
@@ -97,6 +97,7 @@ export async function runProgram(
             runId: "run-1",
           });
         }
+        if (args.type === "pulumi-nodejs:dynamic/probe:ServiceProbe") state.epoch = "e1";
         if (args.type === "pulumi-nodejs:dynamic/snapshot:DataSnapshot") {
           Object.assign(state, { sample: { available: true, reason: "", dialect: "v1", servedVersion: "", takenAt: "2026-01-01T00:00:00Z", salt: "s", stats: { threads: 2, messages: 2 }, threadsListed: 2, threads: [] }, takenAt: "2026-01-01T00:00:00Z" });
         }
