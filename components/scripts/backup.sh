@@ -50,22 +50,15 @@ read_secrets
 # those take effect at the next upgrade, and this run repeats the recorded
 # result without stopping anything.
 # (A new upgrade, even back to an earlier version, has another key than the last.)
-done_file="$PDB_INSTALL_DIR/run/backup-last"
-if [ "$(head -n 1 -- "$done_file" 2>/dev/null)" = "$PDB_RUN_KEY" ]; then
+if recorded_result backup; then
   log "the backup for this upgrade ($PDB_RUN_KEY) was already taken: nothing is stopped; changed backup settings apply to the next upgrade"
-  sed -n 2p -- "$done_file"
   exit 0
 fi
-record_result() {
-  mkdir -p -- "$PDB_INSTALL_DIR/run"
-  printf '%s\n%s\n' "$PDB_RUN_KEY" "$1" >"$done_file.tmp" && mv -f -- "$done_file.tmp" "$done_file"
-  printf '%s\n' "$1"
-}
 
 from=$(current_version)
 if [ ! -d "$PDB_DB_PATH" ] || [ -z "$(ls -A -- "$PDB_DB_PATH" 2>/dev/null)" ]; then
   log "no data at $PDB_DB_PATH: nothing to back up (fresh host)"
-  record_result "$(printf '{"skipped":true,"reason":%s,"fromVersion":%s}' \
+  record_result backup "$(printf '{"skipped":true,"reason":%s,"fromVersion":%s}' \
     "$(json_str "no data at $PDB_DB_PATH")" "$(json_str "$from")")"
   exit 0
 fi
@@ -237,6 +230,6 @@ if [ "$vsha" != "$sha" ] || [ "$vsize" != "$size" ]; then
 fi
 log "verified $uri ($size bytes, sha256 $sha); $PDB_SERVICE_NAME stays stopped for the install"
 
-record_result "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s}' \
+record_result backup "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s}' \
   "$(json_str "$uri")" "$(json_str "$PDB_S3_BUCKET")" "$(json_str "$key")" "$size" "$(json_str "$sha")" \
   "$(json_str "$from")" "$(json_str "$PDB_VERSION")")"

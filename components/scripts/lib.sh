@@ -228,6 +228,26 @@ swap_data_back() {
   log "put the $sdb_from data kept at $sdb_kept back at $PDB_DB_PATH; the $sdb_to data is kept at $sdb_aside"
 }
 
+# ---- run-once steps -----------------------------------------------------------
+# A step that must run once per upgrade (backup, migration) records its result
+# with its run key (the version and the drift probe's epoch). Re-run with the
+# same key because another of its inputs changed, it prints the recorded
+# result and does nothing; a new upgrade has a new key.
+
+# recorded_result <step>: prints the result recorded for PDB_RUN_KEY; fails if there is none.
+recorded_result() {
+  [ "$(head -n 1 -- "$PDB_INSTALL_DIR/run/$1-last" 2>/dev/null)" = "$PDB_RUN_KEY" ] || return 1
+  sed -n 2p -- "$PDB_INSTALL_DIR/run/$1-last"
+}
+
+# record_result <step> <json>: records the step's result for PDB_RUN_KEY and prints it.
+record_result() {
+  mkdir -p -- "$PDB_INSTALL_DIR/run"
+  printf '%s\n%s\n' "$PDB_RUN_KEY" "$2" >"$PDB_INSTALL_DIR/run/$1-last.tmp" &&
+    mv -f -- "$PDB_INSTALL_DIR/run/$1-last.tmp" "$PDB_INSTALL_DIR/run/$1-last"
+  printf '%s\n' "$2"
+}
+
 # ---- stream digests ---------------------------------------------------------
 # digest_start <dir>: starts sha256sum and wc -c on two fifos under <dir>;
 # pass a stream through `digest_tee <dir>` to measure it, then

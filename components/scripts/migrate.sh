@@ -33,21 +33,14 @@ trap '' HUP PIPE
 # the step changed) repeats the recorded result. Not when the data is in the
 # 0.1.x layout again: a rollback swapped the kept data back since, and this is
 # a new upgrade to the same version (same key), which must migrate it again.
-done_file="$PDB_INSTALL_DIR/run/migrate-last"
-if [ "$(head -n 1 -- "$done_file" 2>/dev/null)" = "$PDB_RUN_KEY" ] && [ "$(data_layout "$PDB_DB_PATH")" != root ]; then
-  sed -n 2p -- "$done_file"
+if [ "$(data_layout "$PDB_DB_PATH")" != root ] && recorded_result migrate; then
   exit 0
 fi
-record_result() {
-  mkdir -p -- "$PDB_INSTALL_DIR/run"
-  printf '%s\n%s\n' "$PDB_RUN_KEY" "$1" >"$done_file.tmp" && mv -f -- "$done_file.tmp" "$done_file"
-  printf '%s\n' "$1"
-}
 from=$(current_version)
 layout=$(data_layout "$PDB_DB_PATH")
 if [ "$layout" != root ]; then
   log "data dir $PDB_DB_PATH has layout '$layout': nothing to migrate for $PDB_VERSION"
-  record_result "$(printf '{"migrated":false,"layout":%s,"from":%s,"to":%s}' "$(json_str "$layout")" "$(json_str "$from")" "$(json_str "$PDB_VERSION")")"
+  record_result migrate "$(printf '{"migrated":false,"layout":%s,"from":%s,"to":%s}' "$(json_str "$layout")" "$(json_str "$from")" "$(json_str "$PDB_VERSION")")"
   exit 0
 fi
 [ -n "$from" ] || from=unknown
@@ -126,5 +119,5 @@ at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 printf '{"path":%s,"from":%s,"to":%s,"at":%s}\n' "$(json_str "$kept")" "$(json_str "$from")" "$(json_str "$PDB_VERSION")" "$(json_str "$at")" \
   >"$PDB_INSTALL_DIR/kept-data"
 log "kept the $from data at $kept; $PDB_DB_PATH now holds the migrated data"
-record_result "$(printf '{"migrated":true,"kept":%s,"from":%s,"to":%s,"threads":%s,"messages":%s,"at":%s}' "$(json_str "$kept")" \
+record_result migrate "$(printf '{"migrated":true,"kept":%s,"from":%s,"to":%s,"threads":%s,"messages":%s,"at":%s}' "$(json_str "$kept")" \
   "$(json_str "$from")" "$(json_str "$PDB_VERSION")" "$threads" "$messages" "$(json_str "$at")")"
