@@ -2,12 +2,13 @@
  * Failure paths, within a release family (0.2.1 → 0.2.x, 0.1.1 → 0.1.x):
  * each leaves the running service alone (or brings back the version it was
  * running) and says exactly what failed. Plus the operator-managed config file
- * check, and a stale process answering on the service port.
+ * check, and a stale process answering on the service port. Every test has a
+ * host of its own and no shared fault switch, so they run concurrently.
  */
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   answeringVersion,
   backup,
@@ -35,7 +36,7 @@ import { v02 } from "../../components/releases/v02";
 
 const skip = skipMessage("faults integration tests");
 
-describe.skipIf(!!skip)("failure paths", () => {
+describe.skipIf(!!skip).concurrent("failure paths", () => {
   let w: World;
   let scratch: string;
 
@@ -57,7 +58,6 @@ describe.skipIf(!!skip)("failure paths", () => {
     await w?.stop();
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
   }, 120_000);
-  afterEach(() => w?.mirror.reset());
 
   async function runningHost(name: string, version = "0.2.1"): Promise<TestHost> {
     const h = await newHost(w, name, "process");
@@ -69,15 +69,15 @@ describe.skipIf(!!skip)("failure paths", () => {
   it("checksum mismatch: preflight fails naming the URL and both sha256s; the service never stopped", async () => {
     const h = await runningHost("badsum");
     const pid = pidOf(h);
-    w.mirror.corruptChecksum("0.2.4");
     const rel = w.mirror.release("0.2.4");
-    const r = await preflight(w, h, "0.2.4");
+    const corrupt = "c".repeat(64);
+    const sums = path.join(scratch, "checksums-badsum.txt");
+    fs.writeFileSync(sums, (await (await fetch(rel.checksumsUrl)).text()).replace(rel.sha256, corrupt));
+    const r = await preflight(w, h, "0.2.4", { checksumsUrl: `file://${sums}` });
     expect(r.code).toBe(1);
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain(`sha256 mismatch for ${rel.archiveName} downloaded from ${rel.artifactUrl}`);
-    const checksums = await (await fetch(rel.checksumsUrl)).text();
-    const corrupt = checksums.split("\n")[0].split(/\s+/)[0];
-    expect(r.stderr).toContain(`expected ${corrupt} (from ${rel.checksumsUrl}), actual ${rel.sha256}`);
+    expect(r.stderr).toContain(`expected ${corrupt} (from file://${sums}), actual ${rel.sha256}`);
     expect(fs.existsSync(path.join(h.params.installDir, "staging", "0.2.4", rel.archiveName))).toBe(false);
     expect(pidOf(h)).toBe(pid);
     expect((await readyz(h)).body.version).toBe("v0.2.1");
@@ -93,11 +93,11 @@ describe.skipIf(!!skip)("failure paths", () => {
   it("404 artifact: preflight fails naming the URL; the service never stopped", async () => {
     const h = await runningHost("notfound");
     const pid = pidOf(h);
-    w.mirror.notFound("0.2.4");
     const rel = w.mirror.release("0.2.4");
-    const r = await preflight(w, h, "0.2.4");
+    const missing = `${w.mirror.baseUrl}/9.9.9/${rel.archiveName}`;
+    const r = await preflight(w, h, "0.2.4", { artifactUrl: missing });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`download of ${rel.artifactUrl} failed`);
+    expect(r.stderr).toContain(`download of ${missing} failed`);
     expect(r.stderr).toContain("404");
     expect(pidOf(h)).toBe(pid);
     expect((await readyz(h)).body.version).toBe("v0.2.1");
@@ -236,9 +236,9 @@ describe.skipIf(!!skip)("failure paths", () => {
   it("a new version that reports another version on /readyz is auto-reverted, quoting what it said", async () => {
     const h = await runningHost("wrongver");
     expect((await preflight(w, h, "0.2.3", { s3: null })).code).toBe(0);
-    const r = await install(w, h, "0.2.3", { autoRevertSeconds: 4 });
+    const r = await install(w, h, "0.2.3", { autoRevertSeconds: 6 });
     expect(r.code).toBe(5);
-    expect(r.stderr).toContain(`0.2.3 was not proved to answer on ${h.url} within 4s (last seen: GET /readyz: 200 {"status":"ok","version":"v0.2.3-wrong"})`);
+    expect(r.stderr).toContain(`0.2.3 was not proved to answer on ${h.url} within 6s (last seen: GET /readyz: 200 {"status":"ok","version":"v0.2.3-wrong"})`);
     expect((await readyz(h)).body.version).toBe("v0.2.1");
   });
 
@@ -246,9 +246,9 @@ describe.skipIf(!!skip)("failure paths", () => {
     const h = await runningHost("v01revert", "0.1.1");
     const data = await writeSampleData(h, "0.1.1", 2);
     expect((await preflight(w, h, "0.1.3", { s3: null })).code).toBe(0);
-    const r = await install(w, h, "0.1.3", { autoRevertSeconds: 4 });
+    const r = await install(w, h, "0.1.3", { autoRevertSeconds: 6 });
     expect(r.code).toBe(5);
-    expect(r.stderr).toContain(`0.1.3 was not proved to answer on ${h.url} within 4s (last seen: GET /healthz: 503`);
+    expect(r.stderr).toContain(`0.1.3 was not proved to answer on ${h.url} within 6s (last seen: GET /healthz: 503`);
     expect(r.stderr).toContain("AUTO-REVERTED: current -> releases/0.1.1, and 0.1.1 is running and ready");
     expect(whoListens(h)!.exe).toBe(path.join(releaseDir(h, "0.1.1"), "progressdb"));
     expect(await answeringVersion(h)).toBe("0.1.1");

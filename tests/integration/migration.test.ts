@@ -15,8 +15,6 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   answeringVersion,
-  api,
-  AUTHOR,
   backup,
   currentLink,
   finalize,
@@ -297,62 +295,46 @@ printf 'Migration Summary:\\n  Source: x\\nDo you want to proceed with the migra
     expect(again.stderr).toContain(`Already reverted: 0.1.2 runs on ${db()}`);
   });
 
-  it("install's auto-revert after a migration puts the 0.1.2 data back (exit 5)", async () => {
-    const g = await newHost(w, "revert", "process");
-    await provision(w, g, "0.1.2");
-    const sample = await writeSampleData(g, "0.1.2", 2, "before the broken upgrade");
-    expect((await preflight(w, g, "0.2.3", { tool: true, s3: null })).code).toBe(0);
-    const m = await migrate(w, g, "0.2.3", { expectThreads: 1 });
-    expect(m.code, m.stderr).toBe(0);
-    const kept = keptData(g)!.path;
-    const r = await install(w, g, "0.2.3", { autoRevertSeconds: 5, backupUri: "s3://bucket/before.tar.gz" });
-    expect(r.code).toBe(5);
-    expect(r.stderr).toContain(`0.2.3 was not proved to answer on ${g.url} within 5s (last seen: GET /readyz: 200 {"status":"ok","version":"v0.2.3-wrong"})`);
-    expect(r.stderr).toContain(`put the 0.1.2 data kept at ${kept} back at ${g.params.dbPath}`);
-    expect(r.stderr).toContain("AUTO-REVERTED: current -> releases/0.1.2, and 0.1.2 is running and ready");
-    expect(r.stderr).toContain("The pre-upgrade backup is s3://bucket/before.tar.gz.");
-    expect(await answeringVersion(g)).toBe("0.1.2");
-    expect(await readByTitle(g, "0.1.2", sample.title)).toEqual(sample.bodies);
-    expect(keptData(g)).toBeUndefined();
-    expect(fs.existsSync(kept)).toBe(false);
-    expect(fs.existsSync(path.join(g.params.dbPath, "CURRENT"))).toBe(true);
-    expect(fs.readdirSync(path.dirname(g.params.dbPath)).filter((n) => n.startsWith("progressdb.v0.2.3-failed-"))).toHaveLength(1);
-  });
+  // Hosts of their own, independent of the story above: run side by side.
+  describe.concurrent("other hosts", () => {
+    it("install's auto-revert after a migration puts the 0.1.2 data back (exit 5)", async () => {
+      const g = await newHost(w, "revert", "process");
+      await provision(w, g, "0.1.2");
+      const sample = await writeSampleData(g, "0.1.2", 2, "before the broken upgrade");
+      expect((await preflight(w, g, "0.2.3", { tool: true, s3: null })).code).toBe(0);
+      const m = await migrate(w, g, "0.2.3", { expectThreads: 1 });
+      expect(m.code, m.stderr).toBe(0);
+      const kept = keptData(g)!.path;
+      const r = await install(w, g, "0.2.3", { autoRevertSeconds: 5, backupUri: "s3://bucket/before.tar.gz" });
+      expect(r.code).toBe(5);
+      expect(r.stderr).toContain(`0.2.3 was not proved to answer on ${g.url} within 5s (last seen: GET /readyz: 200 {"status":"ok","version":"v0.2.3-wrong"})`);
+      expect(r.stderr).toContain(`put the 0.1.2 data kept at ${kept} back at ${g.params.dbPath}`);
+      expect(r.stderr).toContain("AUTO-REVERTED: current -> releases/0.1.2, and 0.1.2 is running and ready");
+      expect(r.stderr).toContain("The pre-upgrade backup is s3://bucket/before.tar.gz.");
+      expect(await answeringVersion(g)).toBe("0.1.2");
+      expect(await readByTitle(g, "0.1.2", sample.title)).toEqual(sample.bodies);
+      expect(keptData(g)).toBeUndefined();
+      expect(fs.existsSync(kept)).toBe(false);
+      expect(fs.existsSync(path.join(g.params.dbPath, "CURRENT"))).toBe(true);
+      expect(fs.readdirSync(path.dirname(g.params.dbPath)).filter((n) => n.startsWith("progressdb.v0.2.3-failed-"))).toHaveLength(1);
+    });
 
-  it("field-encrypted 0.1.2 bodies cross the migration still sealed with the 0.1 key: 0.2.x does not serve them", async () => {
-    const e = await newHost(w, "enc", "process", { encryptFields: ["body"] });
-    await provision(w, e, "0.1.2");
-    const sample = await writeSampleData(e, "0.1.2", 1, "sealed bodies");
-    expect(await readByTitle(e, "0.1.2", "sealed bodies")).toEqual(sample.bodies);
-    expect((await preflight(w, e, "0.2.1", { tool: true, s3: null })).code).toBe(0);
-    const m = await migrate(w, e, "0.2.1", { expectThreads: 1 });
-    expect(m.code, m.stderr).toBe(0);
-    const i = await install(w, e, "0.2.1");
-    expect(i.code, i.stderr).toBe(0);
-    // The real 0.2.1 answers 500 "no KMS key ID for thread" (real.releases.test.ts); the stand-in serves
-    // the 0.1 ciphertext. Either way the bodies written at 0.1.2 are not served.
-    const t = (await listThreads(e, "0.2.1")).find((x) => x.title === "sealed bodies");
-    expect(t).toBeDefined();
-    const r = await api(e, "GET", `/frontend/v1/threads/${encodeURIComponent(t!.key)}/messages`, { user: AUTHOR });
-    expect(r.text).not.toContain("message 0 of sealed bodies");
-    expect(r.status === 500 || /"_enc":"gcm"/.test(r.text), r.text).toBe(true);
-  });
-
-  it("the duplicate-messages prgcli: 2 messages at 0.1.2 come out as 4 at 0.2.x (the continuity gate's job to catch)", async () => {
-    const d = await newHost(w, "dup", "process");
-    await provision(w, d, "0.1.2");
-    const sample = await writeSampleData(d, "0.1.2", 2, "duplicated");
-    expect(await stats(d)).toEqual({ threads: 1, messages: 2 });
-    expect((await preflight(w, d, "0.2.2", { tool: true, s3: null })).code).toBe(0);
-    const m = await migrate(w, d, "0.2.2", { expectThreads: 1 });
-    expect(m.code, m.stderr).toBe(0);
-    expect(m.json).toMatchObject({ migrated: true, threads: 1, messages: 4 });
-    const i = await install(w, d, "0.2.2");
-    expect(i.code, i.stderr).toBe(0);
-    expect(await stats(d)).toEqual({ threads: 1, messages: 4 });
-    const bodies = await readByTitle(d, "0.2.2", "duplicated");
-    expect(bodies).toHaveLength(4);
-    const count = (b: unknown) => bodies!.filter((x) => JSON.stringify(x) === JSON.stringify(b)).length;
-    for (const b of sample.bodies) expect(count(b)).toBe(2);
+    it("the duplicate-messages prgcli: 2 messages at 0.1.2 come out as 4 at 0.2.x (the continuity gate's job to catch)", async () => {
+      const d = await newHost(w, "dup", "process");
+      await provision(w, d, "0.1.2");
+      const sample = await writeSampleData(d, "0.1.2", 2, "duplicated");
+      expect(await stats(d)).toEqual({ threads: 1, messages: 2 });
+      expect((await preflight(w, d, "0.2.2", { tool: true, s3: null })).code).toBe(0);
+      const m = await migrate(w, d, "0.2.2", { expectThreads: 1 });
+      expect(m.code, m.stderr).toBe(0);
+      expect(m.json).toMatchObject({ migrated: true, threads: 1, messages: 4 });
+      const i = await install(w, d, "0.2.2");
+      expect(i.code, i.stderr).toBe(0);
+      expect(await stats(d)).toEqual({ threads: 1, messages: 4 });
+      const bodies = await readByTitle(d, "0.2.2", "duplicated");
+      expect(bodies).toHaveLength(4);
+      const count = (b: unknown) => bodies!.filter((x) => JSON.stringify(x) === JSON.stringify(b)).length;
+      for (const b of sample.bodies) expect(count(b)).toBe(2);
+    });
   });
 });

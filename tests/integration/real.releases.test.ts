@@ -27,6 +27,7 @@ import {
   realReleasesUnavailable,
   releaseDir,
   secretsOf,
+  serviceConfig,
   serviceLog,
   sha256File,
   skipMessage,
@@ -128,21 +129,43 @@ describe.skipIf(!!skip)("the real 0.1.2 and 0.2.1 releases through the host scri
     expect(keptData(h)).toBeUndefined();
   });
 
-  it("field-encrypted 0.1.2 bodies come out of the real prgcli still sealed: 0.2.1 with the KMS on cannot read them (500)", async () => {
-    const e = await newHost(w, "real-enc", "process", { encryptFields: ["body"] });
-    await provision(w, e, "0.1.2");
-    const s = await writeSampleData(e, "0.1.2", 1, "real sealed");
-    expect(await readByTitle(e, "0.1.2", s.title)).toEqual(s.bodies);
-    expect((await preflight(w, e, "0.2.1", { s3: null, tool: true })).code).toBe(0);
-    const m = await migrate(w, e, "0.2.1", { expectThreads: 1 });
-    expect(m.code, m.stderr).toBe(0);
-    const i = await install(w, e, "0.2.1");
-    expect(i.code, i.stderr).toBe(0);
-    // The thread is there, but its messages carry the 0.1 ciphertext and no 0.2 DEK.
-    const t = (await listThreads(e, "0.2.1")).find((x) => x.title === s.title)!;
-    expect(t).toBeDefined();
-    const r = await api(e, "GET", `/frontend/v1/threads/${encodeURIComponent(t.key)}/messages`, { user: AUTHOR });
-    expect(r.status).toBe(500);
-    expect(r.text).toContain("no KMS key ID for thread");
+  // Hosts of their own, independent of the story above: run side by side.
+  describe.concurrent("other hosts", () => {
+    it("field-encrypted 0.1.2 bodies come out of the real prgcli still sealed: 0.2.1 with the KMS on cannot read them (500)", async () => {
+      const e = await newHost(w, "real-enc", "process", { encryptFields: ["body"] });
+      await provision(w, e, "0.1.2");
+      const s = await writeSampleData(e, "0.1.2", 1, "real sealed");
+      expect(await readByTitle(e, "0.1.2", s.title)).toEqual(s.bodies);
+      expect((await preflight(w, e, "0.2.1", { s3: null, tool: true })).code).toBe(0);
+      const m = await migrate(w, e, "0.2.1", { expectThreads: 1 });
+      expect(m.code, m.stderr).toBe(0);
+      const i = await install(w, e, "0.2.1");
+      expect(i.code, i.stderr).toBe(0);
+      // The thread is there, but its messages carry the 0.1 ciphertext and no 0.2 DEK.
+      const t = (await listThreads(e, "0.2.1")).find((x) => x.title === s.title)!;
+      expect(t).toBeDefined();
+      const r = await api(e, "GET", `/frontend/v1/threads/${encodeURIComponent(t.key)}/messages`, { user: AUTHOR });
+      expect(r.status).toBe(500);
+      expect(r.text).toContain("no KMS key ID for thread");
+    });
+
+    it("a real 0.2.1 that crashes on its config (no signing key) dumps its environment: there is no secret in it", async () => {
+      const c = await newHost(w, "real-crash", "process");
+      expect((await preflight(w, c, "0.2.1", { s3: null })).code).toBe(0);
+      const r = await install(w, c, "0.2.1", { config: serviceConfig(c, "0.2.1", { signing: [] }), autoRevertSeconds: 30 });
+      expect(r.code).toBe(6);
+      expect(r.stderr).toContain("signing keys are required");
+      expect(r.stderr).toContain("there is no previous release to revert to");
+      const crashDir = path.join(c.params.dbPath, "state", "crash");
+      const dumps = fs.readdirSync(crashDir);
+      expect(dumps).toHaveLength(1);
+      expect(fs.statSync(path.join(crashDir, dumps[0])).mode & 0o777).toBe(0o600);
+      const dump = fs.readFileSync(path.join(crashDir, dumps[0]), "utf8");
+      // It does print the environment: the launcher gave the service nothing but PATH...
+      const environ = dump.split("--- environ ---\n")[1].split("\n\n")[0].trim().split("\n");
+      expect(environ).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+      // ...and no secret is anywhere in the dump: the keys are in the 0600 config file only.
+      for (const x of secretsOf(w, c)) expect(dump.includes(x), x).toBe(false);
+    }, 90_000);
   });
 });

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   backup,
   backupListing,
+  configure,
   currentLink,
   downloadObject,
   filesUnder,
@@ -273,6 +274,34 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     expect(fs.readdirSync(path.join(h.params.installDir, "releases")).filter((n) => !n.startsWith(".")).sort()).toEqual(["0.2.2", "0.2.3"]);
     expect(fs.readdirSync(path.join(h.params.installDir, "staging"))).toEqual(["0.2.3"]);
     expect(await readMessages(h, "0.2.3", data.threadKey)).toEqual(data.bodies);
+  });
+
+  it("container mode: configure.sh writes the config into the data mount, 0600 and owned by uid 1000; the backup leaves it out", async () => {
+    // No container runtime is needed for these two steps (the socket does not exist: nothing is running).
+    const c = await newHost(w, "ctr", "docker", { dockerHost: `unix://${path.join(w.root, "no-docker.sock")}` });
+    fs.mkdirSync(path.join(c.params.dbPath, "store"), { recursive: true });
+    fs.writeFileSync(path.join(c.params.dbPath, "store", "000001.sst"), "data");
+    const text = serviceConfig(c, "0.2.2");
+    const r = await configure(w, c, text);
+    outputs.push(r.stdout, r.stderr);
+    expect(r.code, r.stderr).toBe(0);
+    const cfg = path.join(c.params.dbPath, "config.yaml");
+    expect(r.json).toEqual({ config: cfg, changed: true });
+    expect(fs.readFileSync(cfg, "utf8")).toBe(text);
+    const st = fs.statSync(cfg);
+    expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o600, 1000, 1000]);
+    for (const p of [c.params.dbPath, path.join(c.params.dbPath, "store", "000001.sst")]) expect(fs.statSync(p).uid, p).toBe(1000);
+    const again = await configure(w, c, text);
+    expect(again.json).toEqual({ config: cfg, changed: false });
+
+    const b2 = await backup(w, c, "0.2.2", { stack: "ctr" });
+    outputs.push(b2.stdout, b2.stderr);
+    expect(b2.code, b2.stderr).toBe(0);
+    const names = await backupListing(w, b2.json!.key!);
+    const db = c.params.dbPath.slice(1);
+    expect(names).toContain(`${db}/store/000001.sst`);
+    expect(names).not.toContain(`${db}/config.yaml`);
+    expect(fs.existsSync(cfg)).toBe(true);
   });
 
   it("never put a secret in any process's argv or environment, stdout/stderr, the logs, or a world-readable file", async () => {

@@ -272,6 +272,7 @@ export function preflight(
     /** Stage the release's prgcli (true: the mirror's), as the program does for a 0.2.x target. */
     tool?: boolean | { url: string; archiveName: string };
     checksumsUrl?: string;
+    artifactUrl?: string;
     targetLayout?: PreflightParams["targetLayout"];
     operatorConfig?: PreflightParams["operatorConfig"];
   } = {},
@@ -282,7 +283,7 @@ export function preflight(
   const script = renderPreflightScript({
     host: h.params,
     version,
-    artifactUrl: rel.artifactUrl,
+    artifactUrl: o.artifactUrl ?? rel.artifactUrl,
     checksumsUrl: o.checksumsUrl ?? rel.checksumsUrl,
     archiveName: rel.archiveName,
     sha256: o.sha256,
