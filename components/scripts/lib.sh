@@ -463,9 +463,12 @@ binary_proof() {
     return 1
   fi
   pdb_want_sha=$(sha256_of "$PDB_INSTALL_DIR/releases/$1/progressdb" 2>/dev/null || true)
+  # The same bytes are not enough: a stale copy of the release elsewhere (another
+  # install, another data dir) must not pass for this one. The path must be ours.
+  pdb_want_exe="$(cd -- "$PDB_INSTALL_DIR/releases/$1" 2>/dev/null && pwd -P)/progressdb"
   pdb_exe=$(readlink -- "/proc/$pdb_lpid/exe" 2>/dev/null || echo '?')
   pdb_got_sha=$(sha256sum <"/proc/$pdb_lpid/exe" 2>/dev/null | cut -d' ' -f1 || true)
-  if [ -n "$pdb_want_sha" ] && [ "$pdb_got_sha" = "$pdb_want_sha" ]; then
+  if [ -n "$pdb_want_sha" ] && [ "$pdb_got_sha" = "$pdb_want_sha" ] && [ "$pdb_exe" = "$pdb_want_exe" ]; then
     PDB_PROOF="pid $pdb_lpid listening on port $pdb_port runs $pdb_exe (sha256 $pdb_got_sha, equal to releases/$1/progressdb from the verified archive)"
     return 0
   fi

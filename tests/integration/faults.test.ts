@@ -279,4 +279,25 @@ describe.skipIf(!!skip).concurrent("failure paths", () => {
       stale.kill("SIGKILL");
     }
   });
+
+  it("a stale copy of the very same 0.1.2 binary on the port is not taken for this install's 0.1.2 (exit 6)", async () => {
+    const h = await newHost(w, "stalecopy", "process");
+    const copy = path.join(scratch, "usr-local-bin", "progressdb");
+    fs.mkdirSync(path.dirname(copy), { recursive: true });
+    fs.copyFileSync(w.mirror.release("0.1.2").binaryPath, copy);
+    fs.chmodSync(copy, 0o755);
+    const stale = spawn(copy, ["--addr", h.params.listenAddr, "--db", path.join(scratch, "stalecopy-db")], { stdio: "ignore", cwd: scratch });
+    try {
+      await waitFor("the stale copy on the port", async () => (await fetch(`${h.url}/healthz`).then((x) => x.ok, () => false)), 10_000);
+      expect((await preflight(w, h, "0.1.2", { s3: null })).code).toBe(0);
+      const r = await install(w, h, "0.1.2", { autoRevertSeconds: 6 });
+      expect(r.code, r.stderr).toBe(6);
+      const sha = sha256File(copy);
+      expect(sha256File(path.join(releaseDir(h, "0.1.2"), "progressdb"))).toBe(sha);
+      expect(r.stderr).toContain(`last seen: pid ${stale.pid} listening on port ${h.port} runs ${copy} (sha256 ${sha}), not releases/0.1.2/progressdb`);
+      expect(whoListens(h)!.pid).toBe(stale.pid);
+    } finally {
+      stale.kill("SIGKILL");
+    }
+  });
 });
