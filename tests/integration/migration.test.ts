@@ -295,6 +295,19 @@ printf 'Migration Summary:\\n  Source: x\\nDo you want to proceed with the migra
     expect(again.stderr).toContain(`Already reverted: 0.1.2 runs on ${db()}`);
   });
 
+  it("preflight refuses 0.1 data with a 0.2 store/ beside it (a 0.2.x was started on it unmigrated), even with the tool", async () => {
+    const store = path.join(db(), "store");
+    fs.mkdirSync(store);
+    try {
+      const r = await preflight(w, h, "0.2.1", { tool: true, s3: null });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`${db()} holds both 0.1.x data at its root and a 0.2.x store/: a 0.2.x release was started on 0.1.x data without a migration`);
+      expect(await answeringVersion(h)).toBe("0.1.2");
+    } finally {
+      fs.rmdirSync(store);
+    }
+  });
+
   // Hosts of their own, independent of the story above: run side by side.
   describe.concurrent("other hosts", () => {
     it("install's auto-revert after a migration puts the 0.1.2 data back (exit 5)", async () => {
@@ -321,7 +334,10 @@ printf 'Migration Summary:\\n  Source: x\\nDo you want to proceed with the migra
 
     it("the duplicate-messages prgcli: 2 messages at 0.1.2 come out as 4 at 0.2.x (the continuity gate's job to catch)", async () => {
       const d = await newHost(w, "dup", "process");
+      // No KMS: 0.1.2 stores plain values, and migrate.sh gives prgcli a throwaway key (it demands one).
+      d.kmsKeyHex = "";
       await provision(w, d, "0.1.2");
+      expect(fs.readFileSync(path.join(releaseDir(d, "0.1.2"), "config.yaml"), "utf8")).not.toContain("encryption_key");
       const sample = await writeSampleData(d, "0.1.2", 2, "duplicated");
       expect(await stats(d)).toEqual({ threads: 1, messages: 2 });
       expect((await preflight(w, d, "0.2.2", { tool: true, s3: null })).code).toBe(0);

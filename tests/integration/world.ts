@@ -171,7 +171,7 @@ export interface TestHost {
   params: HostParams;
   port: number;
   url: string;
-  /** Embedded-KMS master key (0.2.x) / encryption key (0.1.x), rendered into the config file. */
+  /** Embedded-KMS master key (0.2.x) / encryption key (0.1.x), rendered into the config file ("" for none). */
   kmsKeyHex: string;
   /** Message fields encrypted at rest (none when unset). */
   encryptFields?: string[];
@@ -220,7 +220,7 @@ export async function newHost(
 
 /** Every secret a host's scripts or service may see: none may leak anywhere. */
 export function secretsOf(w: World, h: TestHost): string[] {
-  return [...Object.values(KEYS), h.kmsKeyHex, w.secrets.awsAccessKeyId, w.secrets.awsSecretAccessKey];
+  return [...Object.values(KEYS), h.kmsKeyHex, w.secrets.awsAccessKeyId, w.secrets.awsSecretAccessKey].filter((s) => s !== "");
 }
 
 /** The config file the program renders for `version` on this host (its family's renderer). */
@@ -232,7 +232,7 @@ export function serviceConfig(h: TestHost, version: string, o: { signing?: strin
     rateLimit: { rps: 200, burst: 400 },
     maxPayloadSize: "100KB",
     encryptFields: h.encryptFields ?? [],
-    kmsMasterKeyHex: h.kmsKeyHex,
+    kmsMasterKeyHex: h.kmsKeyHex || undefined,
     logLevel: "info",
   };
   return familyOf(version).renderConfig(c);
