@@ -223,30 +223,61 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     expect(ls.stdout).toBe("");
   });
 
-  it("a 0.2.x start on a config without signing keys crashes with a dump that holds no secret, and is reverted", async () => {
-    const p = await preflight(w, h, "0.2.3", { s3: null });
-    expect(p.code, p.stderr).toBe(0);
-    const crashDir = path.join(h.params.dbPath, "state", "crash");
-    const before = fs.existsSync(crashDir) ? fs.readdirSync(crashDir) : [];
-    const r = await install(w, h, "0.2.3", { config: serviceConfig(h, "0.2.3", { signing: [] }), autoRevertSeconds: 30 });
-    outputs.push(r.stdout, r.stderr);
-    expect(r.code, r.stderr).toBe(5);
-    expect(r.stderr).toContain("signing keys are required");
-    expect(r.stderr).toContain("AUTO-REVERTED: current -> releases/0.2.2, and 0.2.2 is running and ready");
-    expect((await readyz(h)).body.version).toBe("v0.2.2");
-    expect(await readMessages(h, "0.2.2", data.threadKey)).toEqual(data.bodies);
+  // The crash takes ~10 s of the service's countdown: the container-mode host (its own) runs beside it.
+  describe.concurrent("side by side", () => {
+    it("a 0.2.x start on a config without signing keys crashes with a dump that holds no secret, and is reverted", async () => {
+      const p = await preflight(w, h, "0.2.3", { s3: null });
+      expect(p.code, p.stderr).toBe(0);
+      const crashDir = path.join(h.params.dbPath, "state", "crash");
+      const before = fs.existsSync(crashDir) ? fs.readdirSync(crashDir) : [];
+      const r = await install(w, h, "0.2.3", { config: serviceConfig(h, "0.2.3", { signing: [] }), autoRevertSeconds: 30 });
+      outputs.push(r.stdout, r.stderr);
+      expect(r.code, r.stderr).toBe(5);
+      expect(r.stderr).toContain("signing keys are required");
+      expect(r.stderr).toContain("AUTO-REVERTED: current -> releases/0.2.2, and 0.2.2 is running and ready");
+      expect((await readyz(h)).body.version).toBe("v0.2.2");
+      expect(await readMessages(h, "0.2.2", data.threadKey)).toEqual(data.bodies);
 
-    const dumps = fs.readdirSync(crashDir).filter((f) => !before.includes(f));
-    expect(dumps).toHaveLength(1);
-    const dump = fs.readFileSync(path.join(crashDir, dumps[0]), "utf8");
-    expect(fs.statSync(path.join(crashDir, dumps[0])).mode & 0o777).toBe(0o600);
-    expect(dump).toContain("signing keys are required");
-    // The dump prints the whole environment: the launcher gave it nothing but PATH.
-    const environ = dump.split("--- environ ---\n")[1].split("\n\n")[0].trim().split("\n");
-    expect(environ).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
-    for (const s of secretsOf(w, h)) expect(dump.includes(s), s).toBe(false);
-    expect(fs.readdirSync(path.join(h.params.dbPath, "state", "abort")).length).toBeGreaterThan(0);
-  }, 90_000);
+      const dumps = fs.readdirSync(crashDir).filter((f) => !before.includes(f));
+      expect(dumps).toHaveLength(1);
+      const dump = fs.readFileSync(path.join(crashDir, dumps[0]), "utf8");
+      expect(fs.statSync(path.join(crashDir, dumps[0])).mode & 0o777).toBe(0o600);
+      expect(dump).toContain("signing keys are required");
+      // The dump prints the whole environment: the launcher gave it nothing but PATH.
+      const environ = dump.split("--- environ ---\n")[1].split("\n\n")[0].trim().split("\n");
+      expect(environ).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+      for (const s of secretsOf(w, h)) expect(dump.includes(s), s).toBe(false);
+      expect(fs.readdirSync(path.join(h.params.dbPath, "state", "abort")).length).toBeGreaterThan(0);
+    }, 90_000);
+
+    it("container mode: configure.sh writes the config into the data mount, 0600 and owned by uid 1000; the backup leaves it out", async () => {
+      // No container runtime is needed for these two steps (the socket does not exist: nothing is running).
+      const c = await newHost(w, "ctr", "docker", { dockerHost: `unix://${path.join(w.root, "no-docker.sock")}` });
+      fs.mkdirSync(path.join(c.params.dbPath, "store"), { recursive: true });
+      fs.writeFileSync(path.join(c.params.dbPath, "store", "000001.sst"), "data");
+      const text = serviceConfig(c, "0.2.2");
+      const r = await configure(w, c, text);
+      outputs.push(r.stdout, r.stderr);
+      expect(r.code, r.stderr).toBe(0);
+      const cfg = path.join(c.params.dbPath, "config.yaml");
+      expect(r.json).toEqual({ config: cfg, changed: true });
+      expect(fs.readFileSync(cfg, "utf8")).toBe(text);
+      const st = fs.statSync(cfg);
+      expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o600, 1000, 1000]);
+      for (const p of [c.params.dbPath, path.join(c.params.dbPath, "store", "000001.sst")]) expect(fs.statSync(p).uid, p).toBe(1000);
+      const again = await configure(w, c, text);
+      expect(again.json).toEqual({ config: cfg, changed: false });
+
+      const b2 = await backup(w, c, "0.2.2", { stack: "ctr" });
+      outputs.push(b2.stdout, b2.stderr);
+      expect(b2.code, b2.stderr).toBe(0);
+      const names = await backupListing(w, b2.json!.key!);
+      const db = c.params.dbPath.slice(1);
+      expect(names).toContain(`${db}/store/000001.sst`);
+      expect(names).not.toContain(`${db}/config.yaml`);
+      expect(fs.existsSync(cfg)).toBe(true);
+    });
+  });
 
   it("the next upgrade's backup (new run key) is a new backup, and leaves the crash dumps out", async () => {
     const r = await backup(w, h, "0.2.3");
@@ -274,34 +305,6 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     expect(fs.readdirSync(path.join(h.params.installDir, "releases")).filter((n) => !n.startsWith(".")).sort()).toEqual(["0.2.2", "0.2.3"]);
     expect(fs.readdirSync(path.join(h.params.installDir, "staging"))).toEqual(["0.2.3"]);
     expect(await readMessages(h, "0.2.3", data.threadKey)).toEqual(data.bodies);
-  });
-
-  it("container mode: configure.sh writes the config into the data mount, 0600 and owned by uid 1000; the backup leaves it out", async () => {
-    // No container runtime is needed for these two steps (the socket does not exist: nothing is running).
-    const c = await newHost(w, "ctr", "docker", { dockerHost: `unix://${path.join(w.root, "no-docker.sock")}` });
-    fs.mkdirSync(path.join(c.params.dbPath, "store"), { recursive: true });
-    fs.writeFileSync(path.join(c.params.dbPath, "store", "000001.sst"), "data");
-    const text = serviceConfig(c, "0.2.2");
-    const r = await configure(w, c, text);
-    outputs.push(r.stdout, r.stderr);
-    expect(r.code, r.stderr).toBe(0);
-    const cfg = path.join(c.params.dbPath, "config.yaml");
-    expect(r.json).toEqual({ config: cfg, changed: true });
-    expect(fs.readFileSync(cfg, "utf8")).toBe(text);
-    const st = fs.statSync(cfg);
-    expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o600, 1000, 1000]);
-    for (const p of [c.params.dbPath, path.join(c.params.dbPath, "store", "000001.sst")]) expect(fs.statSync(p).uid, p).toBe(1000);
-    const again = await configure(w, c, text);
-    expect(again.json).toEqual({ config: cfg, changed: false });
-
-    const b2 = await backup(w, c, "0.2.2", { stack: "ctr" });
-    outputs.push(b2.stdout, b2.stderr);
-    expect(b2.code, b2.stderr).toBe(0);
-    const names = await backupListing(w, b2.json!.key!);
-    const db = c.params.dbPath.slice(1);
-    expect(names).toContain(`${db}/store/000001.sst`);
-    expect(names).not.toContain(`${db}/config.yaml`);
-    expect(fs.existsSync(cfg)).toBe(true);
   });
 
   it("never put a secret in any process's argv or environment, stdout/stderr, the logs, or a world-readable file", async () => {
