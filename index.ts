@@ -1,7 +1,7 @@
 // progressdb-upgrades: an upgrade is a change of `progressdb:version` followed
 // by `pulumi up`; a rollback is reverting that line. See README.md.
 import * as pulumi from "@pulumi/pulumi";
-import { downgradeProblem } from "./components/config";
+import { crossingProblem, downgradeProblem } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
 import { KeptData, ProgressDb } from "./components/progressDb";
 
@@ -18,6 +18,8 @@ export = async () => {
   const guard = downgradeProblem(settings.version, deployed, settings, keptData);
   if (guard?.refusal) throw new pulumi.RunError(guard.refusal);
   if (guard?.warning) pulumi.log.warn(guard.warning);
+  const crossing = crossingProblem(settings.version, deployed, settings);
+  if (crossing) throw new pulumi.RunError(crossing);
 
   const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData });
   return {

@@ -367,6 +367,22 @@ export function compareVersions(a: string, b: string): number {
   return x.pre < y.pre ? -1 : 1;
 }
 
+/**
+ * Why an upgrade across the 0.1 → 0.2 data format cannot go ahead, or undefined.
+ * The real 0.2.1 prgcli copies field-encrypted 0.1 bodies still sealed with the
+ * 0.1 key; the real 0.2.1 then answers 500 for them (with its KMS on) or serves
+ * the ciphertext (seen on the real releases).
+ */
+export function crossingProblem(requested: string, deployed: string | undefined, s: Pick<Settings, "service">): string | undefined {
+  if (!deployed || familyOf(deployed).dataLayout === familyOf(requested).dataLayout || s.service.encryptFields.length === 0) return undefined;
+  return (
+    `${PROJECT}:version ${requested} crosses the 0.1 → 0.2 data format, and ${PROJECT}:service.encryptFields is ${JSON.stringify(s.service.encryptFields)}: ` +
+    `prgcli ${requested} copies field-encrypted bodies still sealed with the 0.1 key, and ${requested} cannot serve them (HTTP 500). ` +
+    `Nothing was changed; ${deployed} keeps running. There is no safe automatic path for encrypted fields: keep ${deployed}, ` +
+    `or export the data through the API and import it into a fresh ${requested}.`
+  );
+}
+
 /** What the downgrade guard says: a refusal stops the update before any resource exists; a warning is shown and it goes on. */
 export interface GuardVerdict {
   refusal?: string;

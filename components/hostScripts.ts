@@ -74,8 +74,6 @@ export interface HostSecrets {
   awsSessionToken?: string;
   /** The service's rendered config file (install), sent base64-encoded. */
   serviceConfig?: string;
-  /** The old release's encryption key, for prgcli migrate (migrate). */
-  oldEncryptionKey?: string;
 }
 
 export interface PreflightParams {
@@ -385,8 +383,6 @@ export function renderSecretsStdin(s: HostSecrets): string {
   add("AWS_SECRET_ACCESS_KEY", s.awsSecretAccessKey);
   add("AWS_SESSION_TOKEN", s.awsSessionToken);
   if (s.serviceConfig !== undefined) add("PDB_SERVICE_CONFIG_B64", Buffer.from(s.serviceConfig, "utf8").toString("base64"));
-  if (s.oldEncryptionKey !== undefined && !/^[0-9a-fA-F]{64}$/.test(s.oldEncryptionKey)) throw new Error("oldEncryptionKey must be 64 hex characters");
-  add("PDB_OLD_ENCRYPTION_KEY", s.oldEncryptionKey);
   return lines.length ? `${lines.join("\n")}\n` : "";
 }
 

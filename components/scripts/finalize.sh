@@ -36,11 +36,15 @@ fi
 if [ -z "$prev" ] || [ "$prev" = "$PDB_VERSION" ] || [ ! -x "$PDB_INSTALL_DIR/releases/$prev/progressdb" ]; then
   fail 6 "$why. There is no previous release to revert to: $PDB_VERSION is still running. Restore the pre-upgrade backup (progressdb:restore.backup before:$PDB_VERSION)"
 fi
+if [ "$(kept_field to)" = "$PDB_VERSION" ] && [ "$(kept_field from)" = "$prev" ] && [ ! -d "$(kept_field path)" ]; then
+  # $prev cannot read the migrated data: reverting would serve an empty database.
+  fail 6 "$why. The data kept for $prev by the migration is gone, so $PDB_VERSION was left running (reverting would start $prev on data it cannot read). Restore the pre-upgrade backup (progressdb:restore.backup before:$PDB_VERSION)"
+fi
 log "$why — reverting to $prev"
 svc_stop || true
 switch_current "$prev"
 if [ "$(kept_field to)" = "$PDB_VERSION" ] && [ "$(kept_field from)" = "$prev" ]; then
-  swap_data_back failed-continuity || true
+  swap_data_back failed-continuity
 fi
 svc_start || true
 if wait_ready "$prev" "$PDB_STOP_TIMEOUT"; then

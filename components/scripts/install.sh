@@ -231,8 +231,9 @@ else
         svc_stop || true
         switch_current "$current"
         # A migration in this upgrade: the previous release runs on the data it kept.
-        if [ "$(kept_field to)" = "$PDB_VERSION" ] && [ "$(kept_field from)" = "$current" ]; then
-          swap_data_back failed || true
+        if [ "$(kept_field to)" = "$PDB_VERSION" ] && [ "$(kept_field from)" = "$current" ] && ! swap_data_back failed; then
+          # $current cannot read the migrated data: starting it would serve an empty database.
+          fail 6 "$why. The data kept for $current by the migration is gone, so $current was NOT started on the migrated data (it would serve an empty database); the service is stopped. Restore the pre-upgrade backup (progressdb:restore.backup before:$PDB_VERSION).$restore_hint"
         fi
         start_release || true
         if wait_ready "$current" "$PDB_AUTO_REVERT_SECONDS"; then

@@ -54,7 +54,6 @@ read_secrets() {
   PDB_SECRET_AWS_SECRET_ACCESS_KEY=''
   PDB_SECRET_AWS_SESSION_TOKEN=''
   PDB_SECRET_SERVICE_CONFIG_B64=''
-  PDB_SECRET_OLD_ENCRYPTION_KEY=''
   if [ -t 0 ]; then
     return 0
   fi
@@ -66,7 +65,6 @@ read_secrets() {
       AWS_SECRET_ACCESS_KEY=*) PDB_SECRET_AWS_SECRET_ACCESS_KEY=${pdb_line#*=} ;;
       AWS_SESSION_TOKEN=*) PDB_SECRET_AWS_SESSION_TOKEN=${pdb_line#*=} ;;
       PDB_SERVICE_CONFIG_B64=*) PDB_SECRET_SERVICE_CONFIG_B64=${pdb_line#*=} ;;
-      PDB_OLD_ENCRYPTION_KEY=*) PDB_SECRET_OLD_ENCRYPTION_KEY=${pdb_line#*=} ;;
       '' | '#'*) ;;
       *) pdb_ignored=$((pdb_ignored + 1)) ;;
     esac
@@ -74,7 +72,7 @@ read_secrets() {
   pdb_line=''
   exec 0</dev/null
   if [ "$pdb_ignored" -gt 0 ]; then
-    log "ignored $pdb_ignored unexpected stdin line(s) (expected KEY=VALUE for AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PDB_SERVICE_CONFIG_B64, PDB_OLD_ENCRYPTION_KEY)"
+    log "ignored $pdb_ignored unexpected stdin line(s) (expected KEY=VALUE for AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, PDB_SERVICE_CONFIG_B64)"
   fi
 }
 

@@ -121,14 +121,13 @@ describe("renderers", () => {
 
   it("never put secrets in the script text; stdin carries them as KEY=VALUE lines, the config base64-encoded", () => {
     const config = "server:\n  api_keys:\n    backend: [\"sk_secret\"]\n";
-    const stdin = renderSecretsStdin({ awsAccessKeyId: "AKIA1", awsSecretAccessKey: "s3cr3t", serviceConfig: config, oldEncryptionKey: "ab".repeat(32) });
+    const stdin = renderSecretsStdin({ awsAccessKeyId: "AKIA1", awsSecretAccessKey: "s3cr3t", serviceConfig: config });
     expect(stdin).toBe(
-      `AWS_ACCESS_KEY_ID=AKIA1\nAWS_SECRET_ACCESS_KEY=s3cr3t\nPDB_SERVICE_CONFIG_B64=${Buffer.from(config).toString("base64")}\nPDB_OLD_ENCRYPTION_KEY=${"ab".repeat(32)}\n`,
+      `AWS_ACCESS_KEY_ID=AKIA1\nAWS_SECRET_ACCESS_KEY=s3cr3t\nPDB_SERVICE_CONFIG_B64=${Buffer.from(config).toString("base64")}\n`,
     );
     expect(renderSecretsStdin({})).toBe("");
     expect(renderSecretsStdin({ awsSessionToken: "tok" })).toBe("AWS_SESSION_TOKEN=tok\n");
     expect(() => renderSecretsStdin({ awsSecretAccessKey: "a\nb" })).toThrow(/single line/);
-    expect(() => renderSecretsStdin({ oldEncryptionKey: "zz" })).toThrow(/hex/);
     const install = renderInstallScript(installBase);
     const header = install.split("\nset -eu")[0];
     expect(header).not.toMatch(/^(AWS_|PROGRESSDB_|PDB_SECRET|PDB_SERVICE_CONFIG)/m);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { ConfigError, compareVersions, downgradeProblem, parseSettings } from "../../components/config";
+import { ConfigError, compareVersions, crossingProblem, downgradeProblem, parseSettings } from "../../components/config";
 import { binaryConfig, containerConfig, rawConfig } from "./fixtures";
 
 function problemsOf(values: Record<string, unknown>, secrets = {}): string[] {
@@ -169,5 +169,20 @@ describe("downgradeProblem", () => {
     ["a restore", "0.1.2", "0.2.1", { allowDowngrade: false, restore: { backup: "before:0.2.1" } }],
   ])("does not fire for %s", (_l, requested, deployed, settings) => {
     expect(downgradeProblem(requested, deployed, settings)).toBeUndefined();
+  });
+});
+
+describe("crossingProblem", () => {
+  const enc = { service: { encryptFields: ["body"] } } as Parameters<typeof crossingProblem>[2];
+  const plain = { service: { encryptFields: [] } } as unknown as Parameters<typeof crossingProblem>[2];
+  test("refuses 0.1 → 0.2 with field encryption, naming the key and keeping the deployed version", () => {
+    const p = crossingProblem("0.2.1", "0.1.2", enc);
+    expect(p).toContain('progressdb:service.encryptFields is ["body"]');
+    expect(p).toContain("0.1.2 keeps running");
+  });
+  test("no problem within a family, on a first deploy, or without encrypted fields", () => {
+    expect(crossingProblem("0.2.2", "0.2.1", enc)).toBeUndefined();
+    expect(crossingProblem("0.2.1", undefined, enc)).toBeUndefined();
+    expect(crossingProblem("0.2.1", "0.1.2", plain)).toBeUndefined();
   });
 });
