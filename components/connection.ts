@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { types } from "@pulumi/command";
 import { Settings } from "./config";
 import { HostParams, S3Params } from "./hostScripts";
+import { hostDbPath } from "./containerDeployment";
 
 /** SSH connection to the host; fails fast on a dead host instead of hanging. */
 export function sshConnection(host: Settings["deployment"]["host"], privateKey: pulumi.Input<string>): types.input.remote.ConnectionArgs {
@@ -22,9 +23,12 @@ export function hostParams(s: Settings): HostParams {
   if (s.deployment.mode === "container" && c) {
     // The backup runs on the docker host itself: it stops and restarts the container by name
     // with the host's docker CLI (an ssh:// dockerHost means "that host's own daemon").
+    // storage.dbPath is the directory mounted at /data; the database the service opens is
+    // /data/progressdb, i.e. <dbPath>/progressdb on the host: that is what the host steps
+    // look at (layout, backup, migration, restore). The mount root keeps the config file.
     return {
       installDir: b.installDir,
-      dbPath: s.storage.dbPath,
+      dbPath: hostDbPath(s.storage.dbPath),
       kmsDataDir: s.storage.kmsDataDir,
       serviceManager: "docker",
       serviceName: c.name,

@@ -6,9 +6,15 @@ import { HostAccess, hostCommand } from "./hostCommand";
 
 type ContainerSettings = NonNullable<Settings["deployment"]["container"]>;
 
-/** Where the host's data dir is mounted, and the flags the container runs with. */
+/** Where the host's data dir (storage.dbPath) is mounted in the container (the images' VOLUME). */
 export const CONTAINER_DATA_DIR = "/data";
-export const CONTAINER_DB_PATH = "/data/progressdb";
+/** The database inside the mount, as the real 0.1.2 image's CMD has it (`--db /data/progressdb`). */
+export const CONTAINER_DB_SUBDIR = "progressdb";
+export const CONTAINER_DB_PATH = `${CONTAINER_DATA_DIR}/${CONTAINER_DB_SUBDIR}`;
+/** The user the real images run as (uid/gid 1000, `progressdb`): the mount must be theirs. */
+export const CONTAINER_UID = 1000;
+/** Seconds between SIGTERM and SIGKILL when the container is stopped or replaced, unless host.stopTimeoutSeconds says otherwise (0.2.x drains in at most 20 s). */
+export const DEFAULT_STOP_TIMEOUT = 30;
 /** The label every container of ours carries: the ProgressDB version it runs (read by the host scripts). */
 export const VERSION_LABEL = "progressdb.version";
 /** The label holding the run of the backup that stopped the previous container (a new one re-creates it). */
@@ -17,6 +23,20 @@ export const BACKUP_RUN_LABEL = "progressdb.backup-run";
 export const SETTINGS_LABEL = "progressdb.settings";
 /** The label holding the image reference the container was created from. */
 export const IMAGE_LABEL = "progressdb.image";
+
+/** The database dir on the host: `<mount>/progressdb`, seen as /data/progressdb in the container. */
+export function hostDbPath(mount: string): string {
+  return `${mount.replace(/\/+$/, "")}/${CONTAINER_DB_SUBDIR}`;
+}
+
+/** The host directory mounted at /data, from the database dir the host steps use (see {@link hostDbPath}). */
+export function dataMountOf(dbPath: string): string {
+  const suffix = `/${CONTAINER_DB_SUBDIR}`;
+  if (!dbPath.endsWith(suffix) || dbPath.length === suffix.length) {
+    throw new Error(`container mode: the host steps' dbPath must be <storage.dbPath>${suffix}, got ${JSON.stringify(dbPath)}`);
+  }
+  return dbPath.slice(0, -suffix.length);
+}
 
 /** `image:tag` (the release family's tag for the version, e.g. `v0.2.1`), or `image@digest` when a digest pins it. */
 export function imageRef(c: Pick<ContainerSettings, "image" | "digest">, tag: string): string {
@@ -75,7 +95,11 @@ export interface ContainerDeploymentArgs extends Omit<HostAccess, "stdin"> {
   container: ContainerSettings;
   image: ContainerImage;
   version: string;
-  /** The host's paths; `dbPath` is the directory bind-mounted at /data (db in /data/progressdb, config at /data/config.yaml). */
+  /**
+   * The host's paths, as the host steps use them: `dbPath` is the database dir
+   * `<storage.dbPath>/progressdb` ({@link hostDbPath}); its parent is bind-mounted
+   * at /data and holds the config file (/data/config.yaml).
+   */
   host: HostParams;
   /** The rendered service config (a secret): written to /data/config.yaml, never into the container's environment. */
   configText: pulumi.Input<string>;
@@ -103,7 +127,12 @@ export interface ContainerDeploymentArgs extends Omit<HostAccess, "stdin"> {
  * Replacement: a version change gives a new image id, so the container is
  * replaced, delete first (`deleteBeforeReplace`: its name is fixed, two cannot
  * coexist). The old container is already stopped by then (the Backup stops it)
- * and its data stays on the host bind mount. If the create or start of the new
+ * and its data stays on the host bind mount. A replacement without a backup
+ * (a config change) stops the running container with SIGTERM and waits up to
+ * the stop timeout (`destroyGraceSeconds`) before it is removed, never SIGKILL
+ * at once. `pulumi destroy` leaves the container running (`deletedWith` the
+ * docker provider, which the destroy deletes too): taking the database down is
+ * a `docker stop` the operator runs, not a side effect. If the create or start of the new
  * one fails, the old container is gone but nothing a rollback needs is: the
  * previous image is still on the host (`keepLocally`) and the data dir is
  * untouched, so reverting `progressdb:version` and running `pulumi up` again
@@ -129,13 +158,31 @@ export class ContainerDeployment extends pulumi.ComponentResource {
   constructor(name: string, args: ContainerDeploymentArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:deploy:ContainerDeployment", name, {}, opts);
     const c = args.container;
+    const mount = dataMountOf(args.host.dbPath);
+    const grace = args.host.stopTimeoutSeconds ?? DEFAULT_STOP_TIMEOUT;
+    // The config file goes to the mount root (/data/config.yaml), and the whole mount (the
+    // database, a migration's output and the data it kept) is chowned to the image's user.
     const configure = hostCommand(
       `${name}-config`,
       {
         connection: args.connection,
-        script: renderConfigureScript(args.host),
+        script: renderConfigureScript({ ...args.host, dbPath: mount }, CONTAINER_UID),
         stdin: pulumi.output(args.configText).apply((text) => `PDB_SERVICE_CONFIG_B64=${Buffer.from(text, "utf8").toString("base64")}\n`),
         triggers: [args.version, args.settingsDigest, args.serviceStoppedBy ?? ""],
+      },
+      { parent: this, dependsOn: opts?.dependsOn },
+    );
+    // The same file beside the release it belongs to, as in binary mode
+    // (<installDir>/releases/<version>/config.yaml, 0600, root's): the offline
+    // migration of a later upgrade reads the old release's encryption key there
+    // (migrate.sh), and by then the mount holds the new version's config.
+    const releaseConfig = hostCommand(
+      `${name}-release-config`,
+      {
+        connection: args.connection,
+        script: renderConfigureScript({ ...args.host, dbPath: `${args.host.installDir}/releases/${args.version}` }, 0),
+        stdin: pulumi.output(args.configText).apply((text) => `PDB_SERVICE_CONFIG_B64=${Buffer.from(text, "utf8").toString("base64")}\n`),
+        triggers: [args.version, args.settingsDigest],
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
@@ -148,10 +195,16 @@ export class ContainerDeployment extends pulumi.ComponentResource {
         command: ["--config", `${CONTAINER_DATA_DIR}/config.yaml`],
         envs: Object.entries(c.env).map(([k, v]) => `${k}=${v}`),
         ports: c.ports.map((p) => ({ internal: p.internal, external: p.external })),
-        volumes: [{ hostPath: args.host.dbPath, containerPath: CONTAINER_DATA_DIR }],
+        volumes: [{ hostPath: mount, containerPath: CONTAINER_DATA_DIR }],
         restart: c.restart,
         healthcheck:
           c.healthcheck.length > 0 ? { tests: c.healthcheck, interval: "10s", timeout: "3s", retries: 3, startPeriod: "20s" } : undefined,
+        // A stop (`docker stop`, the daemon's shutdown) and a replacement give the service its
+        // SIGTERM grace: 0.2.x drains its queue and exits 0. The provider's default grace on
+        // delete is 0 s: a force remove, i.e. SIGKILL.
+        stopSignal: "SIGTERM",
+        stopTimeout: grace,
+        destroyGraceSeconds: grace,
         labels: [
           { label: VERSION_LABEL, value: args.version },
           { label: IMAGE_LABEL, value: args.image.ref },
@@ -159,7 +212,16 @@ export class ContainerDeployment extends pulumi.ComponentResource {
           { label: SETTINGS_LABEL, value: args.settingsDigest },
         ],
       },
-      { parent: this, provider: args.image.provider, deleteBeforeReplace: true, dependsOn: [configure] },
+      {
+        parent: this,
+        provider: args.image.provider,
+        deleteBeforeReplace: true,
+        dependsOn: [configure, releaseConfig],
+        // `pulumi destroy` deletes the provider too: then the container is not deleted, so the
+        // database keeps running (and its data stays on the host mount). A replacement (new image,
+        // config, ports…) still deletes the old container, with the grace above.
+        deletedWith: args.image.provider,
+      },
     );
     this.version = pulumi.output(args.version);
     this.deploymentId = container.id;

@@ -40,6 +40,16 @@ export interface EngineWorld {
   stop(): Promise<void>;
 }
 
+/** What a `stackFile` hook may use: the servers of this run, and where the "host" lives. */
+export interface StackFileContext {
+  sshd: SshdHandle;
+  minio: MinioHandle;
+  mirror: ReleaseMirror;
+  root: string;
+  servicePort: number;
+  url: string;
+}
+
 export async function startEngineWorld(opts: {
   versions?: BuildSpec[];
   fromDir?: string;
@@ -48,6 +58,12 @@ export async function startEngineWorld(opts: {
   root?: string;
   /** Each line the CLI prints, as it prints it. */
   onOutput?: (line: string) => void;
+  /**
+   * Rewrites the stack file before `pulumi stack init` (another mode, fault proxies in front of
+   * sshd or S3, smaller limits). Gets the local stack moved onto this run's servers; its result is
+   * the stack file. The secrets are set after it, so they survive.
+   */
+  stackFile?: (text: string, ctx: StackFileContext) => string | Promise<string>;
 }): Promise<EngineWorld> {
   if (!existsSync(PULUMI)) throw new Error(`${PULUMI} is missing: run scripts/setup.sh (npm test does) to build the toolchain`);
   const [mirror, sshd, minio] = await Promise.all([
@@ -79,13 +95,14 @@ export async function startEngineWorld(opts: {
     servicePort,
     root: path.join(root, "host"),
   });
-  await stack.init(readFileSync(file, "utf8"));
+  const url = `http://127.0.0.1:${servicePort}`;
+  const local = readFileSync(file, "utf8");
+  await stack.init(opts.stackFile ? await opts.stackFile(local, { sshd, minio, mirror, root, servicePort, url }) : local);
   await stack.set("progressdb:sshPrivateKey", sshd.privateKey, { secret: true });
   await stack.set("progressdb:s3AccessKeyId", minio.accessKeyId, { secret: true });
   await stack.set("progressdb:s3SecretAccessKey", minio.secretAccessKey, { secret: true });
   for (const k of ["kmsMasterKeyHex", "apiKey", "adminApiKey", "signingKey"] as const) await stack.set(`progressdb:${k}`, secrets[k], { secret: true });
   const installDir = path.join(root, "host", "opt");
-  const url = `http://127.0.0.1:${servicePort}`;
   return {
     sshd,
     minio,
