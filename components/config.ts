@@ -93,8 +93,8 @@ const containerSchema = z.strictObject({
   ports: z.array(z.strictObject({ internal: port.default(8080), external: port })).default([{ internal: 8080, external: 8080 }]),
   env: z.record(z.string(), z.string()).default({}),
   restart: z.enum(["no", "always", "unless-stopped", "on-failure"]).default("unless-stopped"),
-  /** The container's own healthcheck command (Docker `test` form); [] disables it, e.g. for an image without a shell. */
-  healthcheck: z.array(z.string()).default(["CMD-SHELL", "wget -qO- http://127.0.0.1:8080/healthz || exit 1"]),
+  /** A healthcheck command (Docker `test` form) in place of the image's own; [] keeps the image's (the real images check /healthz). */
+  healthcheck: z.array(z.string()).default([]),
 });
 
 const deploymentSchema = z

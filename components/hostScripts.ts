@@ -134,6 +134,8 @@ export interface MigrateParams {
   expectThreads?: number;
   /** One per upgrade, as for the backup. */
   runKey: string;
+  /** Base URL: a failed migration proves the old version answers again. */
+  healthUrl?: string;
 }
 
 export interface FinalizeParams {
@@ -337,7 +339,7 @@ const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
   "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
   "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
-  "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "configure.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_NAME", "PDB_SERVICE_MANAGER"],
   "finalize.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
@@ -519,6 +521,7 @@ export function renderMigrateScript(p: MigrateParams): string {
     PDB_TOOL_ARCHIVE: p.toolArchive,
     PDB_EXPECT_THREADS: p.expectThreads,
     PDB_RUN_KEY: p.runKey,
+    PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
   });
 }
 

@@ -230,6 +230,7 @@ export class ProgressDb extends pulumi.ComponentResource {
             version,
             runKey,
             toolArchive: `${host.installDir}/staging/${version}/${tool.archiveName(version, binary.arch)}`,
+            healthUrl: s.health.url,
             expectThreads: snapshot?.sample.apply((x) => (x.available ? x.threadsListed : undefined)),
             stdin: s3Stdin,
           },
@@ -271,7 +272,9 @@ export class ProgressDb extends pulumi.ComponentResource {
           configText: pulumi.secret(rendered),
           settingsDigest,
           tagOf: (v) => familyOf(v).imageTag(v),
-          previousVersion: backup?.fromVersion,
+          // A re-run at the same version (a drift repair) backs up "from" that version: the
+          // previous version is still the one the upgrade came from.
+          previousVersion: backup?.fromVersion.apply((f) => (f && f !== version ? f : from)),
           serviceStoppedBy: backup?.runId,
         },
         { ...child, dependsOn: beforeInstall },

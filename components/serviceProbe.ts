@@ -25,10 +25,12 @@ const logic = { probeService };
 
 export const probeProvider: pulumi.dynamic.ResourceProvider = {
   /** Runs on every preview and up: looks at the live service and records what answers as `drift` ("" when as configured). */
-  async check(_olds: Inputs, news: Inputs): Promise<pulumi.dynamic.CheckResult> {
+  async check(olds: Inputs, news: Inputs): Promise<pulumi.dynamic.CheckResult> {
     if (typeof news["url"] !== "string" || typeof news["expectedVersion"] !== "string") return { inputs: news };
     const live = await logic.probeService({
-      url: news["url"],
+      // A new URL (a listen-address change) is where the service will be after this update's
+      // restart: until then it answers at the old one.
+      url: typeof olds["url"] === "string" && olds["url"] !== "" ? olds["url"] : news["url"],
       expectedVersion: news["expectedVersion"],
       versionProofMode: String(news["versionProofMode"]),
       headers: (news["headers"] as Record<string, string> | undefined) ?? undefined,

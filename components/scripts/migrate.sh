@@ -16,12 +16,13 @@
 # Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_SERVICE_MANAGER PDB_SERVICE_NAME
 #   PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_DOCKER_HOST PDB_VERSION
 #   PDB_TOOL_ARCHIVE PDB_EXPECT_THREADS ("" when unknown) PDB_CONFIG_FILE PDB_RUN_KEY
+#   PDB_LISTEN_ADDR PDB_HEALTH_URL (to prove the old version answers again after a failure)
 # Stdout: {"migrated":true,"kept":"…","from":"0.1.2","to":"0.2.1","threads":N,"messages":M,"at":"…"}
 # Exit: 0 ok; 1 failed, nothing changed (the old data is in place); 2 bad parameters.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}" "${PDB_VERSION:?}"
 : "${PDB_TOOL_ARCHIVE:?}" "${PDB_EXPECT_THREADS=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}"
-: "${PDB_DOCKER_HOST=}" "${PDB_CONFIG_FILE=}" "${PDB_RUN_KEY:?}"
+: "${PDB_DOCKER_HOST=}" "${PDB_CONFIG_FILE=}" "${PDB_RUN_KEY:?}" "${PDB_LISTEN_ADDR=}" "${PDB_HEALTH_URL=}"
 PDB_SCRIPT=${PDB_SCRIPT:-migrate}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -53,7 +54,13 @@ cleanup() {
   rm -rf -- "$work"
   if [ "$rc" -ne 0 ]; then
     rm -rf -- "$new"
-    log "migration failed: $PDB_DB_PATH is unchanged (0.1.x data, $from)"
+    log "migration failed: $PDB_DB_PATH is unchanged (0.1.x data, $from); starting $from again"
+    # The backup left the service stopped for this step: an update must not end with it down.
+    if svc_start && wait_ready "$from" "$PDB_STOP_TIMEOUT"; then
+      log "$from is running again on its data; nothing was upgraded"
+    else
+      log "FAILED to start $from again — the service is DOWN; see $(svc_where_logs)"
+    fi
   fi
   exit "$rc"
 }

@@ -58,6 +58,15 @@ describe("probeService", () => {
   });
 });
 
+test("a new URL (listen address change) is probed where the service still is: the old URL", async () => {
+  const ok = await serve(v02("v0.2.1"));
+  const nowhere = "http://127.0.0.1:9";
+  const checked = await probeProvider.check!({ url: ok }, { url: nowhere, expectedVersion: "0.2.1", versionProofMode: "readyz" });
+  expect(checked.inputs["drift"]).toBe("");
+  const fresh = await probeProvider.check!({}, { url: nowhere, expectedVersion: "0.2.1", versionProofMode: "readyz" });
+  expect(String(fresh.inputs["drift"])).toMatch(/^0\.2\.1 is not the version answering/);
+});
+
 describe("the probe provider, serialized and run in a fresh node process", () => {
   let dir: string;
   beforeAll(async () => {
