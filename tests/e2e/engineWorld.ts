@@ -140,6 +140,24 @@ export function stopServiceUnder(root: string): void {
   }
 }
 
+/**
+ * Where this run's secrets leaked: the state export, the CLI's output, and host
+ * files other than the 0600 config files next to each release (which must hold
+ * them). Each list is empty when nothing leaked.
+ */
+export async function secretLeaks(w: EngineWorld): Promise<{ inState: string[]; inOutput: string[]; inFiles: string[]; configModes: number[] }> {
+  const secrets = w.secretValues();
+  const state = await w.stack.exportState();
+  const printed = w.log.join("\n");
+  const holders = filesHoldingSecrets(path.join(w.root, "host"), secrets);
+  return {
+    inState: secrets.filter((s) => state.includes(s)),
+    inOutput: secrets.filter((s) => printed.includes(s)),
+    inFiles: holders.filter((f) => !/\/releases\/[^/]+\/config\.yaml$/.test(f)),
+    configModes: [...new Set(holders.map((f) => lstatSync(f).mode & 0o777))],
+  };
+}
+
 /** Every regular file under `dir` that contains one of `secrets`, except the 0600 config files that must hold them. */
 export function filesHoldingSecrets(dir: string, secrets: string[]): string[] {
   const hits: string[] = [];
