@@ -9,7 +9,7 @@ import {
   scrubSecrets,
   validateInputs,
   type PollOptions,
-} from "../../components/healthPoll";
+} from "../../components/health";
 import { fakeApi, fakeProgressDb, fakeV1Api, freePort, json, selfSignedCert, servePerTest, type SelfSignedCert, type TestServer } from "./servers";
 
 const API_KEY = "sk_test_0123456789abcdef";
