@@ -30,6 +30,8 @@ export class BinaryDeployment extends pulumi.ComponentResource {
   public readonly previousVersion: pulumi.Output<string>;
   /** How the install proved the version answers (the 0.1.x proof is the listening binary's identity). */
   public readonly proof: pulumi.Output<string>;
+  /** This run changed the running version (not a restart at the same version on a new config). */
+  public readonly switched: pulumi.Output<boolean>;
   /** Changes whenever the install step re-runs; the health check keys on it. */
   public readonly deploymentId: pulumi.Output<string>;
 
@@ -50,6 +52,7 @@ export class BinaryDeployment extends pulumi.ComponentResource {
     this.version = result.version;
     this.previousVersion = result.previousVersion;
     this.proof = result.proof;
+    this.switched = result.apply((r) => r.switched === true);
     this.deploymentId = install.id;
     this.registerOutputs({ version: this.version, previousVersion: this.previousVersion, deploymentId: this.deploymentId });
   }

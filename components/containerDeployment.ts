@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import { Settings } from "./config";
 import { HostParams, renderConfigureScript } from "./hostScripts";
-import { HostAccess, hostCommand } from "./hostCommand";
+import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 type ContainerSettings = NonNullable<Settings["deployment"]["container"]>;
 
@@ -150,6 +150,8 @@ export class ContainerDeployment extends pulumi.ComponentResource {
   public readonly previousImageRef: pulumi.Output<string>;
   /** The version the host ran before ("" when unknown). */
   public readonly previousVersion: pulumi.Output<string>;
+  /** This deployment changes the running version (an upgrade, not a restart on a new config). */
+  public readonly switched: pulumi.Output<boolean>;
   /** What runs: the container, its image and version label (the version proof where the release has no /readyz). */
   public readonly proof: pulumi.Output<string>;
   /** The container name on the host (for `docker logs`, `docker stop`). */
@@ -166,7 +168,7 @@ export class ContainerDeployment extends pulumi.ComponentResource {
       `${name}-config`,
       {
         connection: args.connection,
-        script: renderConfigureScript({ ...args.host, dbPath: mount }, CONTAINER_UID),
+        script: renderConfigureScript({ ...args.host, dbPath: mount }, CONTAINER_UID, args.version),
         stdin: pulumi.output(args.configText).apply((text) => `PDB_SERVICE_CONFIG_B64=${Buffer.from(text, "utf8").toString("base64")}\n`),
         triggers: [args.version, args.settingsDigest, args.serviceStoppedBy ?? ""],
       },
@@ -186,6 +188,7 @@ export class ContainerDeployment extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
+    this.switched = scriptResult<{ switching?: boolean }>(configure).apply((r) => r.switching === true);
     const container = new docker.Container(
       `${name}-container`,
       {

@@ -198,6 +198,8 @@ export interface InstallResult {
   previousVersion: string;
   /** How the install proved the version answers: `/readyz reports "v0.2.1"`, or the listening binary's identity. */
   proof: string;
+  /** This run changed the running version (not a restart at the same version). */
+  switched: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -542,10 +544,11 @@ export function renderReplayScript(installDir: string, step: "restore"): string 
 }
 
 /** Configure (container mode): the rendered config into the data mount, owned by the image's uid. */
-export function renderConfigureScript(host: HostParams, uid = 1000): string {
+export function renderConfigureScript(host: HostParams, uid = 1000, version?: string): string {
   validateHost(host);
   checkInt("uid", uid, 0, 2 ** 31);
-  return render("configure.sh", { ...hostVars("configure.sh", host), PDB_UID: uid });
+  if (version !== undefined) validateVersion("version", version);
+  return render("configure.sh", { ...hostVars("configure.sh", host), PDB_UID: uid, PDB_VERSION: version });
 }
 
 /** Finalize: commit the upgrade, or revert it when the continuity gate failed. */

@@ -300,7 +300,9 @@ export class ProgressDb extends pulumi.ComponentResource {
         smokeTest: s.health.smokeTest,
         apiKey: secrets.apiKey,
         adminApiKey: secrets.adminApiKey,
-        dataContinuity: continuityOn,
+        // Only when this update changed the running version: a restart on a new config compares
+        // nothing (the baseline is from before the last upgrade, and the data has moved on since).
+        dataContinuity: continuityOn ? deployment.switched : false,
         baseline: snapshot?.sample,
         baselineVersion: from,
       },

@@ -6,10 +6,12 @@
 # KMS key: it arrives on stdin and is never put in the container's environment.
 #
 # Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_SERVICE_NAME PDB_SERVICE_MANAGER PDB_UID
+#   PDB_VERSION (the version the container is about to run; "" when not told)
 # Stdin: PDB_SERVICE_CONFIG_B64.
-# Stdout: {"config":"<path>","changed":true|false}
+# Stdout: {"config":"<path>","changed":true|false,"switching":true|false} — switching: the
+#   container on the host runs another version than PDB_VERSION (an upgrade, not a restart).
 set -eu
-: "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_NAME:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_UID:=1000}"
+: "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_NAME:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_UID:=1000}" "${PDB_VERSION=}"
 PDB_SCRIPT=${PDB_SCRIPT:-configure}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -33,4 +35,6 @@ fi
 # The image runs as uid/gid 1000; the mount is created by root.
 chown -R "$PDB_UID:$PDB_UID" -- "$PDB_DB_PATH"
 chmod 0600 -- "$cfg"
-printf '{"config":%s,"changed":%s}\n' "$(json_str "$cfg")" "$changed"
+switching=false
+if [ -n "$PDB_VERSION" ] && [ "$(current_version)" != "$PDB_VERSION" ]; then switching=true; fi
+printf '{"config":%s,"changed":%s,"switching":%s}\n' "$(json_str "$cfg")" "$changed" "$switching"

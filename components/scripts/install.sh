@@ -19,7 +19,7 @@
 #   PDB_ARCHIVE_NAME PDB_KEEP_RELEASES PDB_HEALTH_URL PDB_AUTO_REVERT_SECONDS
 #   PDB_STOP_TIMEOUT PDB_BACKUP_URI PDB_TARGET_LAYOUT
 # Stdin: PDB_SERVICE_CONFIG_B64 (the rendered config.yaml, base64), unless PDB_CONFIG_FILE.
-# Stdout: {"version":"0.2.1","previousVersion":"0.1.2","proof":"/readyz reports \"v0.2.1\""}
+# Stdout: {"version":"0.2.1","previousVersion":"0.1.2","proof":"/readyz reports \"v0.2.1\"","switched":true}
 # Exit: 0 ok; 1 failed before the switch (old release untouched); 2 bad
 #   parameters; 5 new version unhealthy, reverted and the previous version is
 #   ready; 6 new version unhealthy and the revert did not bring back a ready
@@ -269,4 +269,9 @@ for s in "$PDB_INSTALL_DIR"/staging/*; do
 done
 
 [ -n "$PDB_PROOF" ] || wait_ready "$PDB_VERSION" 10 || true
-printf '{"version":%s,"previousVersion":%s,"proof":%s}\n' "$(json_str "$PDB_VERSION")" "$(json_str "$previous")" "$(json_str "$PDB_PROOF")"
+# switched: this run changed the running version (an upgrade, a rollback, a drift
+# repair after a revert), as opposed to a restart at the same version: only then
+# is the data-continuity gate's baseline, taken just before, the one to compare.
+switched=false
+[ "$current" = "$PDB_VERSION" ] || switched=true
+printf '{"version":%s,"previousVersion":%s,"proof":%s,"switched":%s}\n' "$(json_str "$PDB_VERSION")" "$(json_str "$previous")" "$(json_str "$PDB_PROOF")" "$switched"

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSy
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { EngineWorld, filesHoldingSecrets, secretLeaks, startEngineWorld } from "./engineWorld";
-import { WrittenThread, readBodies, readyz, waitForBodies, writeThread } from "../fixtures/progressdbApi";
+import { WrittenThread, deleteThread, readBodies, readyz, waitForBodies, writeThread } from "../fixtures/progressdbApi";
 
 describe("the local stack through the 0.1 → 0.2 data format (real engine, stand-in releases)", { timeout: 240_000 }, () => {
   let w: EngineWorld;
@@ -97,6 +97,18 @@ describe("the local stack through the 0.1 → 0.2 data format (real engine, stan
     expect(await w.backupObjects()).toEqual(objects);
   });
 
+  test("a config-only change after the data moved on (a thread deleted since the upgrade): a restart, no gate against the old baseline", async () => {
+    await deleteThread(w.api("0.2.1"), at012);
+    expect(await waitForBodies(w.api("0.2.1"), at012, 1, 1000)).toEqual([]);
+    await w.stack.set("progressdb:service.rateLimit.rps", "150", { path: true });
+    expect((await w.stack.up()).code).toBe(0);
+    const out = await w.stack.outputs();
+    expect(out).toMatchObject({ version: "0.2.1", healthStatus: "healthy" });
+    expect(out.dataContinuity).toMatch(/^skipped/);
+    expect(readFileSync(path.join(w.installDir, "releases", "0.2.1", "config.yaml"), "utf8")).toContain("rps: 150");
+    expect(await waitForBodies(w.api("0.2.1"), at021, 1)).toEqual(at021.bodies);
+  });
+
   test("a 0.2.1 crash dump, written with the service's own launch environment, holds no secret", async () => {
     // A second instance from the service's launcher hits the Pebble LOCK and crash-dumps (§7).
     const pidFile = path.join(w.installDir, "run", "progressdb.pid");
@@ -141,6 +153,7 @@ describe("the local stack through the 0.1 → 0.2 data format (real engine, stan
       ["succeeded", "0.1.2"],
       ["failed", "0.2.3"],
       ["succeeded", "0.1.2"],
+      ["succeeded", "0.2.1"],
       ["succeeded", "0.2.1"],
       ["succeeded", "0.2.1"],
       ["failed", "0.2.4"],

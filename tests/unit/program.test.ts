@@ -72,6 +72,8 @@ describe("binary mode", () => {
     expect(r.byName("progressdb-health").inputs).toMatchObject({ dialect: "frontend-v1", versionProofMode: "readyz", baselineVersion: "0.1.2" });
     const v01 = await run(binaryConfig("0.1.2"));
     expect(v01.byName("progressdb-health").inputs).toMatchObject({ dialect: "v1", versionProofMode: "host" });
+    // The gate follows the install's "switched" (mocked true here: an upgrade); a restart at the same version turns it off.
+    expect(r.byName("progressdb-health").inputs.dataContinuity).toBe(true);
   });
 
   test("the preflight is told the target's data layout and, for 0.2.x, where its prgcli is", async () => {

@@ -41,11 +41,11 @@ function fakeStdout(name: string, inputs: Record<string, unknown>): string {
     return `{"migrated":true,"kept":"/srv/progressdb/data.v0.1.2-kept-before-v${version}","from":"0.1.2","to":"${version}","threads":2,"messages":4,"at":"2026-01-01T00:00:00Z"}\n`;
   }
   if (name.endsWith("-commit")) return `{"version":"${version}","committed":true}\n`;
-  if (name.endsWith("-config")) return `{"config":"/srv/progressdb/data/config.yaml","changed":true}\n`;
+  if (name.endsWith("-config")) return `{"config":"/srv/progressdb/data/config.yaml","changed":true,"switching":true}\n`;
   if (name.endsWith("-upload")) {
     return `{"uri":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-${version}.tar.gz","key":"k","size":1234,"sha256":"${"b".repeat(64)}","fromVersion":"0.1.2"}\n`;
   }
-  if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2","proof":"pid 1 listening on port 18080 runs /srv/progressdb/releases/${version}/progressdb"}\n`;
+  if (name.endsWith("-install")) return `{"version":"${version}","previousVersion":"0.1.2","proof":"pid 1 listening on port 18080 runs /srv/progressdb/releases/${version}/progressdb","switched":true}\n`;
   if (name.endsWith("-restore-data")) {
     return `{"restored":"s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-0.2.0.tar.gz","sha256":"${"c".repeat(64)}","size":99,"movedAside":["/srv/progressdb/data.before-restore-20260101T000000Z"],"started":false}\n`;
   }
