@@ -94,6 +94,7 @@ describe.skipIf(!!skip)("0.1.2 → 0.2.1 across the data format (stand-ins)", ()
       version: "0.1.2",
       previousVersion: "",
       proof: `pid ${who.pid} listening on port ${h.port} runs ${bin} (sha256 ${sha}, equal to releases/0.1.2/progressdb from the verified archive)`,
+      switched: true,
     });
     expect((await readyz(h)).status).toBe(401);
     // 0.1.x reads its managed config (with the encryption key) from the file, 0600.
@@ -232,7 +233,7 @@ printf 'Migration Summary:\\n  Source: x\\nDo you want to proceed with the migra
   it("0.2.1 serves the data written at 0.1.2 (decrypted with the old key), and finalize commits", async () => {
     const i = await install(w, h, "0.2.1");
     expect(i.code, i.stderr).toBe(0);
-    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"' });
+    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"', switched: true });
     for (const s of samples) expect(await readByTitle(h, "0.2.1", s.title), s.title).toEqual(s.bodies);
     expect(await stats(h)).toEqual({ threads: 2, messages: 5 });
     const f = await finalize(w, h, { version: "0.2.1", previousVersion: "0.1.2", continuity: "passed" });

@@ -106,7 +106,7 @@ describe.skipIf(!!skip)("the real 0.1.2 and 0.2.1 releases through the host scri
   it("the real 0.2.1 serves the 0.1.2 thread with every message twice (what the continuity gate must catch)", async () => {
     const i = await install(w, h, "0.2.1");
     expect(i.code, i.stderr).toBe(0);
-    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"' });
+    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"', switched: true });
     expect((await readyz(h)).body).toEqual({ status: "ok", version: "v0.2.1" });
     expect(await stats(h)).toEqual({ threads: 1, messages: 4 });
     const bodies = (await readByTitle(h, "0.2.1", sample.title))!;

@@ -90,7 +90,7 @@ describe.skipIf(!!skip)("upgrade under supervisor", () => {
     expect(m.json).toMatchObject({ migrated: true, threads: 1, messages: 2 });
     const i = await install(w, h, "0.2.1");
     expect(i.code, i.stderr).toBe(0);
-    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"' });
+    expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"', switched: true });
     const pid = await becomesRunning();
     expect((await readyz(h)).body).toEqual({ status: "ok", version: "v0.2.1" });
     expect(await readByTitle(h, "0.2.1", data.title)).toEqual(data.bodies);

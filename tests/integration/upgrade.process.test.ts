@@ -65,7 +65,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
       installDir: path.join(w.root, "proc", "opt", "it's $HOME dir", "progressdb"),
     });
     const i = await provision(w, h, "0.2.1");
-    expect(i).toEqual({ version: "0.2.1", previousVersion: "", proof: '/readyz reports "v0.2.1"' });
+    expect(i).toEqual({ version: "0.2.1", previousVersion: "", proof: '/readyz reports "v0.2.1"', switched: true });
     data = await writeSampleData(h, "0.2.1", 3);
     firstPid = pidOf(h);
   }, 180_000);
@@ -183,7 +183,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     const r = await install(w, h, "0.2.2", { backupUri: b.uri });
     outputs.push(r.stdout, r.stderr);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"' });
+    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"', switched: true });
     expect((await readyz(h)).body).toEqual({ status: "ok", version: "v0.2.2" });
     expect(currentLink(h)).toBe(releaseDir(h, "0.2.2"));
     expect(fs.existsSync(path.join(releaseDir(h, "0.2.1"), "progressdb"))).toBe(true);
@@ -204,7 +204,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     const pid = pidOf(h);
     const r = await install(w, h, "0.2.2");
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"' });
+    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"', switched: false });
     expect(r.stderr).toContain("0.2.2 is already current, running and ready: nothing to restart");
     expect(pidOf(h)).toBe(pid);
   });
@@ -260,7 +260,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
       outputs.push(r.stdout, r.stderr);
       expect(r.code, r.stderr).toBe(0);
       const cfg = path.join(c.params.dbPath, "config.yaml");
-      expect(r.json).toEqual({ config: cfg, changed: true });
+      expect(r.json).toEqual({ config: cfg, changed: true, switching: false });
       expect(fs.readFileSync(cfg, "utf8")).toBe(text);
       const st = fs.statSync(cfg);
       expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o600, 1000, 1000]);
@@ -299,7 +299,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     const r = await install(w, h, "0.2.3", { keepReleases: 1 });
     outputs.push(r.stdout, r.stderr);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toEqual({ version: "0.2.3", previousVersion: "0.2.2", proof: '/readyz reports "v0.2.3"' });
+    expect(r.json).toEqual({ version: "0.2.3", previousVersion: "0.2.2", proof: '/readyz reports "v0.2.3"', switched: true });
     expect(r.stderr).toContain(`wrote ${path.join(releaseDir(h, "0.2.3"), "config.yaml")} (0600)`);
     expect(fs.readFileSync(path.join(releaseDir(h, "0.2.3"), "config.yaml"), "utf8")).toBe(serviceConfig(h, "0.2.3"));
     expect(fs.readdirSync(path.join(h.params.installDir, "releases")).filter((n) => !n.startsWith(".")).sort()).toEqual(["0.2.2", "0.2.3"]);
