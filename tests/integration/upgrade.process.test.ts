@@ -266,7 +266,7 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
       expect([st.mode & 0o777, st.uid, st.gid]).toEqual([0o600, 1000, 1000]);
       for (const p of [c.params.dbPath, path.join(c.params.dbPath, "store", "000001.sst")]) expect(fs.statSync(p).uid, p).toBe(1000);
       const again = await configure(w, c, text);
-      expect(again.json).toEqual({ config: cfg, changed: false });
+      expect(again.json).toEqual({ config: cfg, changed: false, switching: false });
 
       const b2 = await backup(w, c, "0.2.2", { stack: "ctr" });
       outputs.push(b2.stdout, b2.stderr);
