@@ -132,6 +132,8 @@ export interface MigrateParams {
   toolArchive: string;
   /** Threads the old version served before the upgrade (the data snapshot), when known. */
   expectThreads?: number;
+  /** Message versions the old version held before the upgrade (its /admin/stats), when known. */
+  expectMessages?: number;
   /** One per upgrade, as for the backup. */
   runKey: string;
   /** Base URL: a failed migration proves the old version answers again. */
@@ -517,11 +519,13 @@ export function renderMigrateScript(p: MigrateParams): string {
   validateVersion("version", p.version);
   checkAbsolute("toolArchive", p.toolArchive);
   if (p.expectThreads !== undefined) checkInt("expectThreads", p.expectThreads, 0);
+  if (p.expectMessages !== undefined) checkInt("expectMessages", p.expectMessages, 0);
   return render("migrate.sh", {
     ...hostVars("migrate.sh", p.host),
     PDB_VERSION: p.version,
     PDB_TOOL_ARCHIVE: p.toolArchive,
     PDB_EXPECT_THREADS: p.expectThreads,
+    PDB_EXPECT_MESSAGES: p.expectMessages,
     PDB_RUN_KEY: p.runKey,
     PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
   });

@@ -2,9 +2,13 @@ import * as pulumi from "@pulumi/pulumi";
 import { MigrateParams, MigrateResult, renderMigrateScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-/** The migration's parameters (the expected thread count may come from the data snapshot), and how to reach the host. */
-export type MigrateArgs = Omit<MigrateParams, "expectThreads" | "runKey"> &
-  HostAccess & { expectThreads?: pulumi.Input<number | undefined>; runKey: pulumi.Input<string> };
+/** The migration's parameters (the expected counts may come from the data snapshot), and how to reach the host. */
+export type MigrateArgs = Omit<MigrateParams, "expectThreads" | "expectMessages" | "runKey"> &
+  HostAccess & {
+    expectThreads?: pulumi.Input<number | undefined>;
+    expectMessages?: pulumi.Input<number | undefined>;
+    runKey: pulumi.Input<string>;
+  };
 
 /**
  * The offline 0.1.x → 0.2.x data migration with the target release's prgcli,
@@ -21,12 +25,14 @@ export class Migrate extends pulumi.ComponentResource {
 
   constructor(name: string, args: MigrateArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:deploy:Migrate", name, {}, opts);
-    const { expectThreads, connection, stdin, runKey, ...params } = args;
+    const { expectThreads, expectMessages, connection, stdin, runKey, ...params } = args;
     const run = hostCommand(
       `${name}-data`,
       {
         connection,
-        script: pulumi.all([expectThreads, runKey]).apply(([n, key]) => renderMigrateScript({ ...params, expectThreads: n, runKey: key })),
+        script: pulumi
+          .all([expectThreads, expectMessages, runKey])
+          .apply(([threads, messages, key]) => renderMigrateScript({ ...params, expectThreads: threads, expectMessages: messages, runKey: key })),
         stdin,
         triggers: [args.runKey],
       },

@@ -232,6 +232,7 @@ export class ProgressDb extends pulumi.ComponentResource {
             toolArchive: `${host.installDir}/staging/${version}/${tool.archiveName(version, binary.arch)}`,
             healthUrl: s.health.url,
             expectThreads: snapshot?.sample.apply((x) => (x.available ? x.threadsListed : undefined)),
+            expectMessages: snapshot?.sample.apply((x) => (x.available ? x.stats.messages : undefined)),
             stdin: s3Stdin,
           },
           { ...child, dependsOn: afterBackup },

@@ -879,6 +879,54 @@ function v2Suite(kind: Kind, get: () => Promise<Target>) {
     it.runIf(kind === "stand-in")("the stand-in reproduces the duplicates only when switched on (PRGCLI_STANDIN_FAULT=duplicate-messages) (§6)", async () => {
       await migrateAndServe(2, { PRGCLI_STANDIN_FAULT: "duplicate-messages" });
     });
+
+    /**
+     * Writes `n` messages to a 0.1.2 with an encryption_key, stops it, migrates with --verbose, and
+     * returns how many message versions prgcli migrated and how many thread:…:msg: values it
+     * skipped as unparsable JSON.
+     */
+    async function migrateEncrypted(n: number, serverEnv: Record<string, string> = {}) {
+      const enc = await startServer(t.sibling, env(serverEnv), (port, db) => v1Config({ port, db, encryptionKey: key }));
+      const bk = { key: KEYS.backend };
+      const th = (await call(enc.base, "POST", "/v1/threads", { ...bk, body: { author: "erin", title: "sealed" } })).json as { id: string };
+      for (let i = 0; i < n; i++) {
+        const r = await call(enc.base, "POST", `/v1/threads/${th.id}/messages`, { ...bk, body: { author: "erin", body: { text: `m${i}` } } });
+        expect(r.status).toBe(200);
+      }
+      expect((await call(enc.base, "GET", "/admin/stats", { key: KEYS.admin })).json).toEqual({ threads: 1, messages: n });
+      await enc.proc.signal("SIGTERM");
+      await enc.proc.exited;
+      const to = path.join(enc.dir, "migrated");
+      const r = await runCli(t.prgcli!, ["--verbose", "migrate", "--old-db-path", enc.db, "--to", to, "--old-encryption-key", key, "--format", "pebble"], {
+        cwd: enc.dir,
+        env: env(),
+        input: "y\n",
+      });
+      expect(r.code, r.stderr).toBe(0);
+      const migrated = Number(/^ {2}Messages migrated: (\d+)$/m.exec(r.stdout)?.[1]);
+      const skipped = (r.stdout.match(/Failed to parse JSON for key thread:[^ ]*:msg:/g) ?? []).length;
+      return { migrated, skipped };
+    }
+
+    // 0.1.x seals a whole message as nonce|ciphertext with a random nonce (S1/pkg/security/crypto.go);
+    // prgcli's decryptValue passes a value whose first non-blank byte is '{' or '[' through as
+    // plaintext JSON, fails to parse it and skips it (clients/cli/internal/migrate/migrate_to_pebble.go):
+    // about 1 value in 128 is lost. migrate.sh's message count check is there for it.
+    if (kind === "real") {
+      it("an encrypted 0.1.2 store: prgcli skips the ~1 in 128 messages whose ciphertext looks like JSON (not in releases-as-built)", async () => {
+        const n = 1200; // P(no such value among them) < 1e-4
+        const { migrated, skipped } = await migrateEncrypted(n);
+        expect(skipped).toBeGreaterThanOrEqual(1);
+        expect(skipped).toBeLessThan(n * 0.03);
+        // each skipped value is gone from both of its copies (thread:…:msg: and version:msg: hold the same bytes)
+        expect(migrated).toBe(2 * (n - skipped));
+      }, 120_000);
+    } else {
+      it("the stand-in's ciphertexts never look like JSON, except with PROGRESSDB_STANDIN_FAULT=json-looking-ciphertext: then prgcli skips every one", async () => {
+        expect(await migrateEncrypted(50)).toEqual({ migrated: 50, skipped: 0 });
+        expect(await migrateEncrypted(5, { PROGRESSDB_STANDIN_FAULT: "json-looking-ciphertext" })).toEqual({ migrated: 0, skipped: 5 });
+      });
+    }
   });
 }
 

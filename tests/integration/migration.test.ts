@@ -71,7 +71,14 @@ describe.skipIf(!!skip)("0.1.2 → 0.2.1 across the data format (stand-ins)", ()
 
   beforeAll(async () => {
     w = await startWorld({
-      versions: ["0.1.2", "0.2.1", { version: "0.2.2", prgcliFault: "duplicate-messages" }, { version: "0.2.3", fault: "wrong-version" }],
+      versions: [
+        "0.1.2",
+        "0.2.1",
+        { version: "0.2.2", prgcliFault: "duplicate-messages" },
+        { version: "0.2.3", fault: "wrong-version" },
+        // Every message ciphertext looks like JSON: what the real 0.2.1 prgcli drops (about 1 value in 128 on the real 0.1.2).
+        { version: "0.1.1", fault: "json-looking-ciphertext" },
+      ],
     });
     scratch = tempDir("migration");
     // 0.1.2 seals every value with its encryption_key: prgcli needs the old key (from the old release's config).
@@ -331,6 +338,25 @@ printf 'Migration Summary:\\n  Source: x\\nDo you want to proceed with the migra
       expect(fs.existsSync(kept)).toBe(false);
       expect(fs.existsSync(path.join(g.params.dbPath, "CURRENT"))).toBe(true);
       expect(fs.readdirSync(path.dirname(g.params.dbPath)).filter((n) => n.startsWith("progressdb.v0.2.3-failed-"))).toHaveLength(1);
+    });
+
+    it("migrate.sh refuses a result with fewer message versions than the old version held: prgcli skipped the ciphertexts that look like JSON", async () => {
+      const g = await newHost(w, "trap", "process");
+      await provision(w, g, "0.1.1");
+      const sample = await writeSampleData(g, "0.1.1", 2, "json-looking ciphertexts");
+      expect(await stats(g)).toEqual({ threads: 1, messages: 2 });
+      const before = treeHash(g.params.dbPath);
+      expect((await preflight(w, g, "0.2.1", { tool: true, s3: null })).code).toBe(0);
+      const m = await migrate(w, g, "0.2.1", { expectThreads: 1, expectMessages: 2 });
+      expect(m.code).toBe(1);
+      expect(m.stderr).toContain("prgcli migrated 0 message versions, but 0.1.1 held 2 before the upgrade: it skipped 2 it could not read");
+      expect(m.stderr).toContain("the migration would lose data (nothing was changed)");
+      // Nothing changed, and 0.1.1 serves its data again.
+      expect(treeHash(g.params.dbPath)).toBe(before);
+      expect(fs.readdirSync(path.dirname(g.params.dbPath))).toEqual(["progressdb"]);
+      expect(keptData(g)).toBeUndefined();
+      expect(await answeringVersion(g)).toBe("0.1.1");
+      expect(await readByTitle(g, "0.1.1", sample.title)).toEqual(sample.bodies);
     });
 
     it("the duplicate-messages prgcli: 2 messages at 0.1.2 come out as 4 at 0.2.x (the continuity gate's job to catch)", async () => {

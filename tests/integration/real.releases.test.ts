@@ -52,6 +52,9 @@ describe.skipIf(!!skip)("the real 0.1.2 and 0.2.1 releases through the host scri
   beforeAll(async () => {
     w = await startWorld({ fromDir: realReleasesDir(), versions: ["0.1.2", "0.2.1"] });
     h = await newHost(w, "real", "process");
+    // No KMS: the real 0.2.1 prgcli drops the ~1 in 128 encrypted 0.1.2 messages whose ciphertext
+    // looks like JSON (pinned in tests/contract), which would make the counts below chance.
+    h.kmsKeyHex = "";
   }, 180_000);
 
   afterAll(async () => {
@@ -91,7 +94,7 @@ describe.skipIf(!!skip)("the real 0.1.2 and 0.2.1 releases through the host scri
 
   it("migrate.sh runs the real prgcli offline: the 0.1.2 dir kept untouched, 2 messages migrated as 4", async () => {
     const before = treeHash(h.params.dbPath, ["LOCK"]);
-    const m = await migrate(w, h, "0.2.1", { expectThreads: 1 });
+    const m = await migrate(w, h, "0.2.1", { expectThreads: 1, expectMessages: 2 });
     expect(m.code, m.stderr).toBe(0);
     const kept = `${h.params.dbPath}.v0.1.2-kept-before-v0.2.1`;
     // The real prgcli copies each message twice (thread:…:msg: and version:msg:).

@@ -303,13 +303,19 @@ export function backup(w: World, h: TestHost, version: string, o: { s3?: S3Param
   return runScript<BackupJson>(w, script, o.secrets ?? w.secrets);
 }
 
-export function migrate(w: World, h: TestHost, version: string, o: { expectThreads?: number; runKey?: string; toolArchive?: string } = {}) {
+export function migrate(
+  w: World,
+  h: TestHost,
+  version: string,
+  o: { expectThreads?: number; expectMessages?: number; runKey?: string; toolArchive?: string } = {},
+) {
   const rel = w.mirror.release(version);
   const script = renderMigrateScript({
     host: h.params,
     version,
     toolArchive: o.toolArchive ?? path.join(h.params.installDir, "staging", version, rel.prgcliArchiveName!),
     expectThreads: o.expectThreads,
+    expectMessages: o.expectMessages,
     runKey: o.runKey ?? version,
   });
   return runScript<MigrateResult>(w, script, w.secrets);
