@@ -21,6 +21,8 @@ PDB_SCRIPT=${PDB_SCRIPT:-finalize}
 
 read_secrets
 trap '' HUP PIPE
+# The switch install.sh made is settled either way (committed, or reverted below).
+rm -f -- "$PDB_INSTALL_DIR/run/unverified-switch"
 if [ "$PDB_CONTINUITY" != failed ]; then
   log "$PDB_VERSION committed (data continuity: $PDB_CONTINUITY)"
   printf '{"version":%s,"committed":true}\n' "$(json_str "$PDB_VERSION")"

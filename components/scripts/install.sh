@@ -272,6 +272,10 @@ done
 # switched: this run changed the running version (an upgrade, a rollback, a drift
 # repair after a revert), as opposed to a restart at the same version: only then
 # is the data-continuity gate's baseline, taken just before, the one to compare.
+# A switch stays one until finalize commits it (run/unverified-switch): a re-run
+# after a session cut that let the switch finish unseen still gets the gate.
 switched=false
 [ "$current" = "$PDB_VERSION" ] || switched=true
+[ "$(cat -- "$PDB_INSTALL_DIR/run/unverified-switch" 2>/dev/null || true)" = "$PDB_VERSION" ] && switched=true
+[ "$switched" = false ] || printf '%s\n' "$PDB_VERSION" >"$PDB_INSTALL_DIR/run/unverified-switch"
 printf '{"version":%s,"previousVersion":%s,"proof":%s,"switched":%s}\n' "$(json_str "$PDB_VERSION")" "$(json_str "$previous")" "$(json_str "$PDB_PROOF")" "$switched"

@@ -13,6 +13,7 @@ import * as zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   backup,
+  finalize,
   backupListing,
   configure,
   currentLink,
@@ -200,12 +201,20 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
     expect(log.indexOf("shutdown: complete")).toBeLessThan(log.indexOf("Version:  v0.2.2"));
   });
 
-  it("re-running the install converges without a restart", async () => {
+  it("re-running the install converges without a restart; it counts as the switch until finalize commits it", async () => {
     const pid = pidOf(h);
+    // Not committed yet (an update cut after the install, say): still the switch, so the gate still runs.
     const r = await install(w, h, "0.2.2");
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"', switched: false });
+    expect(r.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"', switched: true });
     expect(r.stderr).toContain("0.2.2 is already current, running and ready: nothing to restart");
+    expect(pidOf(h)).toBe(pid);
+    const f = await finalize(w, h, { version: "0.2.2", previousVersion: "0.2.1", continuity: "passed" });
+    expect(f.code, f.stderr).toBe(0);
+    // Committed: a later re-run (a config change) is a restart at the same version, compared with nothing.
+    const again = await install(w, h, "0.2.2");
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.json).toEqual({ version: "0.2.2", previousVersion: "0.2.1", proof: '/readyz reports "v0.2.2"', switched: false });
     expect(pidOf(h)).toBe(pid);
   });
 
