@@ -4,13 +4,22 @@ import { Settings } from "./config";
 import { HostParams, S3Params } from "./hostScripts";
 import { hostDbPath } from "./containerDeployment";
 
-/** SSH connection to the host; fails fast on a dead host instead of hanging. */
+/**
+ * SSH connection to the host; fails fast on a dead host instead of hanging. The host key is
+ * pinned: a host that shows another key is refused in the handshake, before any stdin is sent.
+ */
 export function sshConnection(host: Settings["deployment"]["host"], privateKey: pulumi.Input<string>): types.input.remote.ConnectionArgs {
+  if (!host.hostKey) {
+    pulumi.log.warn(
+      `progressdb:deployment.host.insecureSkipHostKeyCheck is true: the SSH host key of ${host.address} is not checked, so anyone who can intercept the connection receives the secrets sent on stdin — pin it with: ssh-keyscan -p ${host.port} -t ed25519 ${host.address} | pulumi config set --path progressdb:deployment.host.hostKey`,
+    );
+  }
   return {
     host: host.address,
     port: host.port,
     user: host.user,
     privateKey,
+    ...(host.hostKey ? { hostKey: host.hostKey } : {}),
     perDialTimeout: 10,
     dialErrorLimit: 3,
   };
@@ -45,6 +54,7 @@ export function hostParams(s: Settings): HostParams {
     serviceName: b.serviceName,
     listenAddr: b.listenAddr,
     configFile: b.configFile,
+    serviceUser: b.serviceUser,
     awsCli: s.deployment.host.awsCli,
   };
 }

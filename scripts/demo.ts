@@ -8,8 +8,8 @@
 // (PDB_RELEASES_DIR or ../shared/progressdb-releases): on those, the real
 // prgcli duplicates every message and the gate stops the upgrade.
 import { existsSync, mkdirSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
-import { REPO } from "./lib/pulumiCli";
 import { startEngineWorld } from "../tests/e2e/engineWorld";
 import { readBodies, writeThread } from "../tests/fixtures/progressdbApi";
 import { realReleasesDir } from "../tests/fixtures/releases";
@@ -48,7 +48,9 @@ async function main(): Promise<void> {
   const real = process.argv.includes("--real");
   const fromDir = real ? realReleasesDir() : undefined;
   if (real && !fromDir) throw new Error("--real: no release archives (set PDB_RELEASES_DIR, or put them in ../shared/progressdb-releases)");
-  const workDir = path.join(REPO, ".state", "demo");
+  // Under /tmp, not the clone: the service runs as its own user, who must be able to enter every
+  // directory on the way to its data, and a clone under /root is closed to it.
+  const workDir = path.join(os.tmpdir(), "progressdb-demo");
   rmSync(workDir, { recursive: true, force: true });
   mkdirSync(workDir, { recursive: true });
 
@@ -102,7 +104,7 @@ async function main(): Promise<void> {
   }
   step("Summary");
   for (const line of summary) console.log(`  • ${line}`);
-  console.log(`  • total time ${((Date.now() - started) / 1000).toFixed(1)} s; servers stopped; state kept in ${path.relative(REPO, workDir)}/${existsSync(workDir) ? "" : " (gone)"}`);
+  console.log(`  • total time ${((Date.now() - started) / 1000).toFixed(1)} s; servers stopped; state kept in ${workDir}/${existsSync(workDir) ? "" : " (gone)"}`);
 }
 
 main().catch((e: unknown) => {

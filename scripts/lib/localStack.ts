@@ -6,6 +6,8 @@ import { REPO } from "./pulumiCli";
 
 export interface LocalEndpoints {
   sshPort: number;
+  /** The run's sshd host key (known_hosts form), pinned as deployment.host.hostKey. */
+  sshHostKey: string;
   mirrorBaseUrl: string;
   s3Endpoint: string;
   bucket: string;
@@ -19,6 +21,7 @@ export const LOCAL_STACK_FILE = path.join(REPO, "Pulumi.local.yaml");
 export function renderLocalStack(e: LocalEndpoints, version?: string): string {
   let text = readFileSync(LOCAL_STACK_FILE, "utf8")
     .replaceAll("port: 22022", `port: ${e.sshPort}`)
+    .replace(/^(\s*)hostKey: .*$/m, (_m, indent: string) => `${indent}hostKey: ${JSON.stringify(e.sshHostKey)}`)
     .replaceAll("http://127.0.0.1:18090", e.mirrorBaseUrl)
     .replaceAll("http://127.0.0.1:19000", e.s3Endpoint)
     .replaceAll("bucket: progressdb-backups", `bucket: ${e.bucket}`)

@@ -137,6 +137,26 @@ describe.skipIf(!!skip)("one config value changed, `pulumi up` converges (real e
     await converges("SSH key rotation", { restart: false });
   });
 
+  test("a host that shows another key than the pinned one is refused in the handshake: nothing runs, nothing stops; the right key converges", async () => {
+    const other = path.join(w.root, "impostor_host_ed25519");
+    const gen = await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "pdb-impostor", "-f", other]);
+    expect(gen.code, gen.stderr).toBe(0);
+    const impostorKey = `[127.0.0.1]:${w.sshd.port} ${readFileSync(`${other}.pub`, "utf8").trim().split(/\s+/).slice(0, 2).join(" ")}`;
+    const log = path.join(w.installDir, "logs", "upgrade.log");
+    const logBefore = readFileSync(log, "utf8");
+    const pid = w.pid();
+    await w.stack.set("progressdb:deployment.host.hostKey", impostorKey, { path: true });
+    const refused = await w.stack.up([], { allowFailure: true });
+    expect(refused.code).not.toBe(0);
+    expect(text(refused)).toMatch(/ssh: handshake failed: ssh: host key mismatch/);
+    // No host script ran (none logged a line), the service was not touched.
+    expect(readFileSync(log, "utf8")).toBe(logBefore);
+    expect(w.pid()).toBe(pid);
+    expect(await readyz(url)).toEqual({ status: 200, version: `v${VERSION}` });
+    await w.stack.set("progressdb:deployment.host.hostKey", w.sshd.hostPublicKey, { path: true });
+    await converges("the right host key again", { restart: false });
+  });
+
   test("listen address changed (with the health URL): restarted on the new port with the version proof; the old port is closed", async () => {
     const port = await freePort();
     const old = url;

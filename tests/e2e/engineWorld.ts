@@ -6,7 +6,7 @@
  * the host the stack deploys to. Everything started here is stopped by stop().
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, lstatSync, readlinkSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PulumiStack, REPO } from "../../scripts/lib/pulumiCli";
@@ -72,6 +72,8 @@ export async function startEngineWorld(opts: {
     startMinio(),
   ]);
   const root = opts.root ?? mkdtempSync(path.join(os.tmpdir(), "pdb-e2e-"));
+  // The "host" lives under it, and the service runs as its own user, who must be able to enter it.
+  chmodSync(root, 0o755);
   const servicePort = await freePort();
   const secrets = {
     kmsMasterKeyHex: randomBytes(32).toString("hex"),
@@ -89,6 +91,7 @@ export async function startEngineWorld(opts: {
   const file = path.join(root, `Pulumi.${stackName}.yaml`);
   writeLocalStack(file, {
     sshPort: sshd.port,
+    sshHostKey: sshd.hostPublicKey,
     mirrorBaseUrl: mirror.baseUrl,
     s3Endpoint: minio.endpoint,
     bucket: minio.bucket,

@@ -10,7 +10,7 @@ import * as fs from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { freePort, stopChild, tempDir, waitFor } from "../fixtures/net";
-import { runRemote, writeSshdConfig, type SshdHandle } from "../fixtures/sshd";
+import { hostPublicKeyLine, runRemote, writeSshdConfig, type SshdHandle } from "../fixtures/sshd";
 
 // ---- /proc -----------------------------------------------------------------
 
@@ -115,7 +115,7 @@ export interface RestartableSshd extends SshdHandle {
  */
 export async function startRestartableSshd(keysFrom: SshdHandle): Promise<RestartableSshd> {
   const dir = tempDir("faults-sshd");
-  for (const f of ["ssh_host_ed25519_key", "client_ed25519", "authorized_keys"]) {
+  for (const f of ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "client_ed25519", "authorized_keys"]) {
     fs.copyFileSync(path.join(keysFrom.dir, f), path.join(dir, f));
     fs.chmodSync(path.join(dir, f), 0o600);
   }
@@ -130,6 +130,7 @@ export async function startRestartableSshd(keysFrom: SshdHandle): Promise<Restar
     user: "root",
     privateKeyPath: path.join(dir, "client_ed25519"),
     privateKey: fs.readFileSync(path.join(dir, "client_ed25519"), "utf8"),
+    hostPublicKey: hostPublicKeyLine(dir, port),
     dir,
     pid: 0,
     async start() {

@@ -11,7 +11,7 @@
 //     stdin, triggers (replace on change), addPreviousOutputInEnv, logging;
 //     outputs stdout/stderr (one trailing newline trimmed, like the real provider).
 //   - command:remote:Command the same over SSH: connection host/port/user/password/
-//     privateKey/privateKeyPassword/agentSocketPath/dialErrorLimit/perDialTimeout/
+//     privateKey/privateKeyPassword/agentSocketPath/dialErrorLimit/perDialTimeout/hostKey/
 //     proxy; environment via SSH Setenv (needs AcceptEnv on the server, as upstream).
 //
 // Not implemented (fails clearly when used): local assetPaths/archivePaths,
@@ -546,12 +546,25 @@ func sshConfig(conn resource.PropertyMap) (*ssh.ClientConfig, string, int, time.
 	if len(auths) == 0 {
 		return nil, "", 0, 0, errors.New("connection needs a privateKey, a password or an SSH agent")
 	}
+	// As upstream (provider/pkg/provider/remote/connection.go, SSHConfig, since PR #794): a hostKey
+	// in authorized_keys or known_hosts form pins the key and its algorithm; without one, any key is
+	// accepted.
+	hostKeyCallback := ssh.InsecureIgnoreHostKey() // #nosec G106
+	var hostKeyAlgorithms []string
+	if hk, _, _ := kit.StringProp(conn, "hostKey"); hk != "" {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(hk))
+		if err != nil {
+			return nil, "", 0, 0, fmt.Errorf("failed to parse host key: %w", err)
+		}
+		hostKeyCallback = ssh.FixedHostKey(pub)
+		hostKeyAlgorithms = []string{pub.Type()}
+	}
 	cfg := &ssh.ClientConfig{
-		User: user,
-		Auth: auths,
-		// Like the upstream provider: host keys are not verified.
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), // #nosec G106
-		Timeout:         timeout,
+		User:              user,
+		Auth:              auths,
+		HostKeyCallback:   hostKeyCallback,
+		HostKeyAlgorithms: hostKeyAlgorithms,
+		Timeout:           timeout,
 	}
 	return cfg, net.JoinHostPort(host, strconv.Itoa(port)), limit, timeout, nil
 }
