@@ -4,6 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { crossingProblem, downgradeProblem } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
 import { KeptData, ProgressDb } from "./components/progressDb";
+import { ledgerFromOutputs, resolveRestore } from "./components/backupLedger";
 
 export = async () => {
   const { settings, secrets } = loadStackConfig();
@@ -20,14 +21,26 @@ export = async () => {
   if (guard?.warning) pulumi.log.warn(guard.warning);
   const crossing = crossingProblem(settings.version, deployed, settings);
   if (crossing) throw new pulumi.RunError(crossing);
+  // The backups this stack took, with the sha256 each was verified with: a restore trusts nothing else.
+  const out = (name: string) => self.getOutputValue(name) as Promise<unknown>;
+  const ledger = ledgerFromOutputs({
+    backupLedger: await out("backupLedger"),
+    backupUri: await out("backupUri"),
+    backupSha256: await out("backupSha256"),
+    version: deployed,
+    previousVersion: normalize(await out("previousVersion")),
+  });
+  const restore = resolveRestore(settings, pulumi.getStack(), ledger);
+  if (restore && "refusal" in restore) throw new pulumi.RunError(restore.refusal);
 
-  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData });
+  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData, backupLedger: ledger, restore });
   return {
     version: db.version,
     previousVersion: db.previousVersion,
     backupUri: db.backupUri,
     backupSha256: db.backupSha256,
     backupSize: db.backupSize,
+    backupLedger: db.backupLedger,
     healthStatus: db.healthStatus,
     versionProof: db.versionProof,
     dataContinuity: db.dataContinuity,

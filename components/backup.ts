@@ -11,6 +11,7 @@ interface BackupResult {
   size?: number;
   sha256?: string;
   fromVersion?: string;
+  at?: string;
   skipped?: boolean;
   reason?: string;
 }
@@ -27,6 +28,8 @@ export class Backup extends pulumi.ComponentResource {
   public readonly size: pulumi.Output<number>;
   /** The version the host ran when the backup was taken ("" on a fresh host). */
   public readonly fromVersion: pulumi.Output<string>;
+  /** When it was taken (UTC); "" for a result recorded before backups said so. */
+  public readonly at: pulumi.Output<string>;
   /** Changes whenever the backup runs, which leaves the service stopped: the deployment keys on it. */
   public readonly runId: pulumi.Output<string>;
 
@@ -47,7 +50,8 @@ export class Backup extends pulumi.ComponentResource {
     this.sha256 = result.apply((r) => r.sha256 ?? "");
     this.size = result.apply((r) => r.size ?? 0);
     this.fromVersion = result.apply((r) => r.fromVersion ?? "");
+    this.at = result.apply((r) => r.at ?? "");
     this.runId = upload.id;
-    this.registerOutputs({ uri: this.uri, sha256: this.sha256, size: this.size, fromVersion: this.fromVersion });
+    this.registerOutputs({ uri: this.uri, sha256: this.sha256, size: this.size, fromVersion: this.fromVersion, at: this.at });
   }
 }

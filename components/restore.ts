@@ -2,8 +2,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { RestoreParams, RestoreResult, renderReplayScript, renderRestoreScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-/** The restore script's parameters, and how to reach the host. */
-export type RestoreArgs = RestoreParams & HostAccess;
+/** The restore script's parameters, the request they were resolved from, and how to reach the host. */
+export type RestoreArgs = RestoreParams & HostAccess & {
+  /** progressdb:restore.backup as set (`before:<version>` or the URI): the step runs again only when it changes. */
+  request: string;
+};
 
 /**
  * A one-shot restore: runs when progressdb:restore.backup is set or changed,

@@ -2,14 +2,19 @@
 # restore.sh — put a backup taken by backup.sh back in place of the data dir
 # (and the separate v0.1.x KMS dir), for a rollback past a data migration.
 #
-# The request is "s3://<bucket>/<key>.tar.gz", or "before:<version>": the
-# newest backup of this stack taken before upgrading to <version> (keys end in
-# "-to-<version>.tar.gz"). The object is streamed from S3, hashed in the stream
-# and extracted into a staging dir next to the data dir; only when its sha256
-# matches the one recorded at backup time (object metadata, else the .sha256
-# sidecar) is anything touched. Then the service is stopped, the current data
-# dir is moved aside to "<dbPath>.before-restore-<UTC time>" (never deleted),
-# and the restored tree is moved into place.
+# The program names the object (PDB_RESTORE, s3://<bucket>/<key>) and the
+# sha256 it must have (PDB_SHA256: the one the stack recorded when it took the
+# backup, or progressdb:restore.sha256), never the object's own metadata. The
+# whole object is downloaded to a staging dir next to the data dir and hashed;
+# only when it matches is it listed and extracted there. Members that are
+# absolute, contain "..", are links leaving the archive, or are not plain
+# files, dirs or links are refused. No path comes from the archive's manifest:
+# the data dir is taken from where backup.sh stores it (its physical path
+# without the leading "/"), and the KMS dir likewise. Until then nothing is
+# touched. Then the service is stopped, the current data dir is moved aside to
+# "<dbPath>.before-restore-<UTC time>" (never deleted), and the restored tree
+# is moved into place (extracted as the script's user; the service's user is
+# given it before any start).
 #
 # If the release that "current" points to is the requested version, the
 # service is started on the restored data and must report ready; otherwise it
@@ -17,8 +22,7 @@
 #
 # Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_KMS_DATA_DIR PDB_SERVICE_MANAGER
 #   PDB_SERVICE_NAME PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_AWS
-#   PDB_RESTORE PDB_VERSION PDB_STACK PDB_S3_BUCKET PDB_S3_PREFIX
-#   PDB_S3_ENDPOINT PDB_S3_REGION PDB_HEALTH_URL
+#   PDB_RESTORE PDB_SHA256 PDB_VERSION PDB_S3_ENDPOINT PDB_S3_REGION PDB_HEALTH_URL
 #   PDB_DOCKER_HOST (docker mode: DOCKER_HOST for the docker CLI on the host; "" = its default)
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"restored":..,"sha256":..,"size":N,"movedAside":[..],"started":bool}
@@ -26,48 +30,46 @@
 #   3 the data was restored but the service did not come up on it.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
-: "${PDB_RESTORE:?}" "${PDB_VERSION:?}" "${PDB_STACK:?}"
+: "${PDB_RESTORE:?}" "${PDB_SHA256:?}" "${PDB_VERSION:?}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_AWS:=aws}"
-: "${PDB_S3_BUCKET=}" "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}"
+: "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}"
 PDB_SCRIPT=${PDB_SCRIPT:-restore}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
 
 read_secrets
 
-# Which object.
-case $PDB_RESTORE in
-  s3://*/*)
-    rest=${PDB_RESTORE#s3://}
-    bucket=${rest%%/*}
-    key=${rest#*/}
-    ;;
-  before:*)
-    [ -n "$PDB_S3_BUCKET" ] || fail 2 "restore $PDB_RESTORE needs the backup bucket (progressdb:backup.bucket)"
-    bucket=$PDB_S3_BUCKET
-    prefix=$(printf '%s' "$PDB_S3_PREFIX" | sed -e 's#^/*##' -e 's#/*$##')
-    dir="${prefix:+$prefix/}$PDB_STACK/"
-    target=${PDB_RESTORE#before:}
-    if ! listing=$(aws_s3 s3api list-objects-v2 --bucket "$bucket" --prefix "$dir" --query 'Contents[].Key' --output text 2>&1); then
-      fail 1 "could not list s3://$bucket/$dir ($(s3_where)): $listing"
-    fi
-    # Keys start with a UTC timestamp, so the last in sort order is the newest.
-    key=$(printf '%s\n' "$listing" | tr '\t' '\n' | grep -E -- "-to-$(printf '%s' "$target" | sed 's/\./\\./g')\.tar\.gz$" | sort | tail -n 1 || true)
-    [ -n "$key" ] || fail 1 "no backup taken before upgrading to $target under s3://$bucket/$dir — list them with: aws s3 ls s3://$bucket/$dir"
-    ;;
-  *) fail 2 "restore request must be s3://<bucket>/<key>.tar.gz or before:<version>, got '$PDB_RESTORE'" ;;
+uri=$PDB_RESTORE
+case $uri in
+  s3://?*/?*) ;;
+  *) fail 2 "the backup must be s3://<bucket>/<key>, got '$uri'" ;;
 esac
-uri="s3://$bucket/$key"
+case $PDB_SHA256 in
+  *[!0-9a-f]*) fail 2 "PDB_SHA256 must be 64 lowercase hex characters" ;;
+esac
+[ "${#PDB_SHA256}" -eq 64 ] || fail 2 "PDB_SHA256 must be 64 lowercase hex characters"
+rest=${uri#s3://}
+bucket=${rest%%/*}
+key=${rest#*/}
 
-# The sha256 recorded at backup time.
-expected=$(aws_s3 s3api head-object --bucket "$bucket" --key "$key" --query 'Metadata.sha256' --output text 2>&1) ||
-  fail 1 "cannot read $uri ($(s3_where)): $expected"
-case $expected in
-  *[!0-9a-f]* | '')
-    expected=$(aws_s3 s3 cp --only-show-errors "$uri.sha256" - 2>/dev/null | cut -d' ' -f1 || true)
-    ;;
-esac
-case $expected in *[!0-9a-f]* | '') fail 1 "$uri has no recorded sha256 (metadata or $uri.sha256 sidecar): refusing to restore an unverifiable backup" ;; esac
+# archived_as <dir>: the member name backup.sh gives <dir>: its physical path
+# (as `pwd -P` prints it; for a dir that is gone, its parent's) without the leading "/".
+archived_as() {
+  if p=$(cd -- "$1" 2>/dev/null && pwd -P); then
+    :
+  elif p=$(cd -- "$(dirname -- "$1")" 2>/dev/null && pwd -P); then
+    p="${p%/}/$(basename -- "$1")"
+  else
+    p=$1
+  fi
+  printf '%s' "${p#/}"
+}
+db_member=$(archived_as "$PDB_DB_PATH")
+kms_member=''
+if [ -n "$PDB_KMS_DATA_DIR" ]; then
+  kms_member=$(archived_as "$PDB_KMS_DATA_DIR")
+  case "$kms_member/" in "$db_member"/*) kms_member='' ;; esac # inside the data dir: restored with it
+fi
 
 ts=$(date -u +%Y%m%dT%H%M%SZ)
 db_parent=$(dirname -- "$PDB_DB_PATH")
@@ -75,44 +77,58 @@ mkdir -p -- "$db_parent"
 staging=$(mktemp -d "$db_parent/.progressdb-restore.XXXXXX")
 trap 'rm -rf -- "$staging"' EXIT
 trap 'exit 130' INT TERM HUP
+archive="$staging/backup.tar.gz"
 
-log "downloading $uri into $staging (expected sha256 $expected)"
-digest_start "$staging"
-mkdir "$staging/tree"
-{
-  rc=0
-  aws_s3 s3 cp --only-show-errors "$uri" - 2>"$staging/download.err" || rc=$?
-  echo "$rc" >"$staging/download.rc"
-} | {
-  rc=0
-  digest_tee "$staging" || rc=$?
-  echo "$rc" >"$staging/tee.rc"
-} | {
-  rc=0
-  gzip -dc | tar -xf - -C "$staging/tree" || rc=$?
-  echo "$rc" >"$staging/extract.rc"
+# need_space <bytes> <what>: fails unless the staging dir's filesystem has room for it (+64 MB).
+need_space() {
+  free=$(free_mb "$staging")
+  [ "$free" -ge $(($1 / 1048576 + 64)) ] ||
+    fail 1 "not enough free space next to $PDB_DB_PATH for $2: $(($1 / 1048576)) MB needed, $free MB free (nothing was changed)"
 }
-digest_result "$staging"
-[ "$(cat "$staging/download.rc")" = 0 ] || fail 1 "download of $uri failed: $(tr '\n' ' ' <"$staging/download.err")"
-[ "$(cat "$staging/extract.rc")" = 0 ] || fail 1 "$uri is not a readable tar.gz (nothing was changed)"
-sha=$PDB_DIGEST_SHA
-size=$PDB_DIGEST_SIZE
-[ "$sha" = "$expected" ] || fail 1 "sha256 mismatch for $uri: downloaded $sha, recorded $expected (nothing was changed)"
+
+size=$(aws_s3 s3api head-object --bucket "$bucket" --key "$key" --query ContentLength --output text 2>&1) ||
+  fail 1 "cannot read $uri ($(s3_where)): $size"
+case $size in '' | *[!0-9]*) fail 1 "cannot read the size of $uri ($(s3_where)): $size" ;; esac
+need_space "$size" "the download of $uri"
+log "downloading $uri ($size bytes) into $staging"
+err=$(aws_s3 s3 cp --only-show-errors "$uri" "$archive" 2>&1) || fail 1 "download of $uri failed ($(s3_where)): $err (nothing was changed)"
+sha=$(sha256_of "$archive")
+size=$(wc -c <"$archive" | tr -d ' ')
+[ "$sha" = "$PDB_SHA256" ] ||
+  fail 1 "sha256 mismatch for $uri: downloaded $sha, expected $PDB_SHA256 (recorded when the backup was taken) (nothing was changed)"
 log "verified $uri ($size bytes, sha256 $sha)"
 
+# What the archive holds, before anything is extracted from it.
+if ! tar -tzf "$archive" -- >"$staging/names" 2>"$staging/list.err" || ! tar -tvzf "$archive" -- >"$staging/long" 2>>"$staging/list.err"; then
+  fail 1 "$uri is not a readable tar.gz: $(tr '\n' ' ' <"$staging/list.err") (nothing was changed)"
+fi
+bad=$(grep -E -m 1 '^/|(^|/)\.\.(/|$)' "$staging/names" || true)
+[ -z "$bad" ] || fail 1 "$uri holds a member outside the archive ('$bad'): refusing to extract it (nothing was changed)"
+bad=$(awk '!/^[-dlh]/ || (/^[lh]/ && (/ -> \// || / link to \// || /\.\./))' "$staging/long" | head -n 1)
+[ -z "$bad" ] || fail 1 "$uri holds a device, fifo or a link leaving the archive ('$bad'): refusing to extract it (nothing was changed)"
+need_space "$(awk '{ s += $3 } END { printf "%d", s }' "$staging/long")" "the extracted $uri"
+
+mkdir "$staging/tree"
+tar -xzf "$archive" -C "$staging/tree" --no-same-owner -- 2>"$staging/extract.err" ||
+  fail 1 "cannot extract $uri: $(tr '\n' ' ' <"$staging/extract.err") (nothing was changed)"
+rm -f -- "$archive"
+
+# The manifest is information only: where it says the data came from is never used as a path.
 manifest="$staging/tree/progressdb-backup.json"
-[ -f "$manifest" ] || fail 1 "$uri has no progressdb-backup.json: not a progressdb-upgrades backup"
+[ -f "$manifest" ] || fail 1 "$uri has no progressdb-backup.json: not a progressdb-upgrades backup (nothing was changed)"
 # json_field <name>: a string field of the (flat, one-line) manifest.
 json_field() {
-  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" "$manifest"
+  sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" "$manifest" | head -n 1
 }
-src_db=$(json_field dbPath)
-src_kms=$(json_field kmsDataDir)
-if [ -z "$src_db" ] || [ ! -d "$staging/tree/${src_db#/}" ]; then
-  fail 1 "$uri does not contain its data dir ($src_db)"
+if [ -L "$staging/tree/$db_member" ] || [ ! -d "$staging/tree/$db_member" ]; then
+  fail 1 "$uri does not hold the data dir $PDB_DB_PATH (member $db_member/; its manifest names '$(json_field dbPath)'): a backup is restored only to the path it was taken from (nothing was changed)"
 fi
-if [ -n "$src_kms" ] && [ -z "$PDB_KMS_DATA_DIR" ]; then
-  fail 2 "$uri holds a separate KMS dir ($src_kms) but progressdb:storage.kmsDataDir is not set"
+restore_kms=false
+if [ -n "$kms_member" ] && [ -d "$staging/tree/$kms_member" ] && [ ! -L "$staging/tree/$kms_member" ]; then
+  restore_kms=true
+elif [ -n "$(json_field kmsDataDir)" ]; then
+  [ -n "$kms_member" ] || fail 2 "$uri holds a separate KMS dir ($(json_field kmsDataDir)) but progressdb:storage.kmsDataDir is not set"
+  fail 1 "$uri does not hold the KMS dir $PDB_KMS_DATA_DIR (member $kms_member/; its manifest names '$(json_field kmsDataDir)') (nothing was changed)"
 fi
 
 # From here on the data is touched: stop the service first.
@@ -133,9 +149,13 @@ put_back() {
   mkdir -p -- "$(dirname -- "$2")"
   mv -- "$1" "$2"
 }
-put_back "$staging/tree/${src_db#/}" "$PDB_DB_PATH"
-[ -z "$src_kms" ] || put_back "$staging/tree/${src_kms#/}" "$PDB_KMS_DATA_DIR"
-log "restored $uri into $PDB_DB_PATH${src_kms:+ and $PDB_KMS_DATA_DIR}"
+put_back "$staging/tree/$db_member" "$PDB_DB_PATH"
+kms_note=''
+if [ "$restore_kms" = true ]; then
+  put_back "$staging/tree/$kms_member" "$PDB_KMS_DATA_DIR"
+  kms_note=" and $PDB_KMS_DATA_DIR"
+fi
+log "restored $uri into $PDB_DB_PATH$kms_note"
 
 started=false
 running=$(current_version)
