@@ -1,6 +1,7 @@
 // Stack config → one typed, validated settings object. Pure: no Pulumi calls
 // here, so every rejection is unit-tested without mocks. index.ts feeds it the
 // raw values and whether each secret key is present and stored encrypted.
+import * as path from "node:path";
 import { z } from "zod";
 import { familyOf } from "./releases";
 
@@ -37,9 +38,34 @@ export type PlainKey = (typeof PLAIN_KEYS)[number];
 export interface RawConfig {
   values: Partial<Record<PlainKey, unknown>>;
   secrets: Record<SecretKey, SecretState>;
+  /** Secrets whose (trimmed) value does not have the shape SECRET_SHAPES asks for; never the values. */
+  malformed?: SecretKey[];
 }
 
-const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?$/;
+const TOKEN = { shape: /^[\x21-\x7e]+$/, rule: "must be printable characters without spaces or line breaks" };
+/**
+ * What each secret's value must look like, checked on the value with surrounding whitespace trimmed
+ * (`pulumi config set --secret k < file` keeps the file's trailing newline); the program uses it trimmed.
+ * The SSH key is a multi-line PEM and is passed as it is.
+ */
+export const SECRET_SHAPES: Partial<Record<SecretKey, { shape: RegExp; rule: string; fix: string }>> = {
+  kmsMasterKeyHex: { shape: /^[0-9a-fA-F]{64}$/, rule: "must be exactly 64 hex characters (a 32-byte key)", fix: `openssl rand -hex 32 | pulumi config set --secret ${PROJECT}:kmsMasterKeyHex` },
+  apiKey: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:apiKey < backend-key.txt` },
+  adminApiKey: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:adminApiKey < admin-key.txt` },
+  frontendApiKey: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:frontendApiKey < frontend-key.txt` },
+  signingKey: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:signingKey < signing-key.txt` },
+  s3AccessKeyId: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:s3AccessKeyId < access-key-id.txt` },
+  s3SecretAccessKey: { ...TOKEN, fix: `pulumi config set --secret ${PROJECT}:s3SecretAccessKey < secret-access-key.txt` },
+};
+
+/** Whether a secret's value has its shape (the SSH key, which has none, always does). */
+export function secretWellFormed(key: SecretKey, value: string): boolean {
+  return SECRET_SHAPES[key]?.shape.test(value.trim()) ?? true;
+}
+
+// Prerelease identifiers per semver.org §9: dot-separated, non-empty, numeric ones without leading zeros.
+const PRERELEASE_ID = "(0|[1-9]\\d*|\\d*[A-Za-z-][0-9A-Za-z-]*)";
+const SEMVER = new RegExp(`^(0|[1-9]\\d*)\\.(0|[1-9]\\d*)\\.(0|[1-9]\\d*)(-${PRERELEASE_ID}(\\.${PRERELEASE_ID})*)?$`);
 
 const versionSchema = z
   .string({ error: "must be a string such as \"0.2.1\"" })
@@ -48,11 +74,28 @@ const versionSchema = z
     error: "\"latest\" is not allowed: pin an exact release so the upgrade is reviewable and repeatable",
   })
   .refine((v) => v === "latest" || SEMVER.test(v), {
-    error: "must be an exact semver release such as \"0.2.1\"",
+    error: "must be an exact semver release such as \"0.2.1\" (a prerelease is dot-separated identifiers, e.g. \"0.2.0-alpha.1\")",
   });
 
 const nonEmpty = z.string().trim().min(1, { error: "must not be empty" });
+
+/** An absolute host path, normalised (`/x//y/../z/` → `/x/z`) so overlaps are compared on what the host sees. */
+const hostPath = nonEmpty
+  .refine((p) => p.startsWith("/"), { error: "must be an absolute path such as /opt/progressdb" })
+  .transform((p) => path.posix.normalize(p).replace(/(.)\/+$/, "$1"));
+
+/** A host URL: no `user:pass@`, which would land in the scripts' text, state, `ps` and upgrade.log. */
+function withoutUserinfo(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.username === "" && u.password === "";
+  } catch {
+    return true; // the URL check itself reports it
+  }
+}
+const NO_USERINFO = { error: "must not carry credentials (user:pass@): they would be written into the host scripts, state and logs" };
 const positiveInt = z.number({ error: "must be a number" }).int({ error: "must be a whole number" }).positive({ error: "must be greater than 0" });
+const inPortRange = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65535;
 const port = z.number({ error: "must be a number" }).int().min(1, { error: "must be 1–65535" }).max(65535, { error: "must be 1–65535" });
 
 const hostSchema = z.strictObject({
@@ -62,36 +105,78 @@ const hostSchema = z.strictObject({
   user: nonEmpty.default("root"),
   /** The aws CLI the host's scripts run (a name on the remote PATH, or an absolute path). */
   awsCli: nonEmpty.default("aws"),
+  /** The host's SSH public key, as `ssh-keyscan` prints it (`[host]:port ssh-ed25519 AAAA…`) or bare (`ssh-ed25519 AAAA…`). */
+  hostKey: z
+    .string()
+    .trim()
+    .regex(/^(\S+\s+)?(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,2}(\s.*)?$/, {
+      error: "must be the host's public key as ssh-keyscan prints it, e.g. \"[10.0.0.5]:22 ssh-ed25519 AAAA…\" — get it with: ssh-keyscan -p <port> -t ed25519 <address>",
+    })
+    .optional(),
+  /** Connect without checking the host key (every run warns): anyone on the path receives the secrets sent on stdin. */
+  insecureSkipHostKeyCheck: z.boolean({ error: "must be true or false" }).default(false),
 });
 
 const RELEASES = "https://github.com/progressdb/ProgressDB/releases/download/v{version}";
 
 const binarySchema = z.strictObject({
-  installDir: nonEmpty.default("/opt/progressdb"),
+  installDir: hostPath.default("/opt/progressdb"),
   serviceManager: z.enum(["systemd", "supervisor", "process"], { error: "must be one of systemd, supervisor, process" }).default("systemd"),
   serviceName: nonEmpty.default("progressdb"),
   /** `{version}` and `{arch}` are substituted. */
-  artifactUrl: nonEmpty.default(`${RELEASES}/progressdb_{version}_linux_{arch}.tar.gz`),
-  checksumsUrl: nonEmpty.default(`${RELEASES}/checksums.txt`),
+  artifactUrl: nonEmpty.refine(withoutUserinfo, NO_USERINFO).default(`${RELEASES}/progressdb_{version}_linux_{arch}.tar.gz`),
+  checksumsUrl: nonEmpty.refine(withoutUserinfo, NO_USERINFO).default(`${RELEASES}/checksums.txt`),
   /** Pinned sha256 of the archive; when set, checksums.txt is not fetched. */
   sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: "must be 64 lowercase hex characters" }).optional(),
   arch: z.enum(["amd64", "arm64"], { error: "must be amd64 or arm64" }).default("amd64"),
   keepReleases: positiveInt.default(3),
-  listenAddr: nonEmpty.default("0.0.0.0:8080"),
+  listenAddr: nonEmpty
+    .refine((a) => /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d+$/.test(a), { error: "must be host:port such as 0.0.0.0:8080" })
+    .refine((a) => !/:\d+$/.test(a) || inPortRange(Number(a.slice(a.lastIndexOf(":") + 1))), { error: "must end in a port 1–65535" })
+    .default("0.0.0.0:8080"),
   /** Path of an existing ProgressDB config.yaml on the host, passed as --config. */
-  configFile: nonEmpty.optional(),
+  configFile: hostPath.optional(),
   /** Free space the host must have in installDir and next to dbPath before anything stops. */
   minFreeMb: positiveInt.default(512),
+  /** The unprivileged user the service runs as (created if absent; owns dbPath). */
+  serviceUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, { error: "must be a user name such as \"progressdb\" (lowercase letters, digits, _ and -, at most 32)" }).default("progressdb"),
 });
 
 const containerSchema = z.strictObject({
   image: nonEmpty.default("docker.io/progressdb/progressdb"),
   /** Optional `sha256:…` digest pinning the tag. */
   digest: z.string().regex(/^sha256:[0-9a-f]{64}$/, { error: "must look like sha256:<64 hex>" }).optional(),
-  dockerHost: nonEmpty.default("unix:///var/run/docker.sock"),
+  /** unix:///path or ssh://user@host. No tcp://: the program holds no TLS client certificates, so it would be a daemon without TLS. */
+  dockerHost: nonEmpty
+    .refine((h) => !h.startsWith("tcp://"), {
+      error:
+        "is a tcp:// daemon, without TLS: anyone who reaches that port runs containers as root on the host, and the traffic carries the service's config. Use ssh://user@host (the daemon stays on its unix socket) — set it with: pulumi config set --path progressdb:deployment.container.dockerHost ssh://<user>@<host>",
+    })
+    .refine((h) => /^(unix|ssh):\/\/\S+$/.test(h), { error: "must be unix:///var/run/docker.sock or ssh://user@host" })
+    .default("unix:///var/run/docker.sock"),
   name: nonEmpty.default("progressdb"),
-  ports: z.array(z.strictObject({ internal: port.default(8080), external: port })).default([{ internal: 8080, external: 8080 }]),
-  env: z.record(z.string(), z.string()).default({}),
+  ports: z
+    .array(z.strictObject({ internal: port.default(8080), external: port }))
+    .min(1, { error: "must publish at least one port (the health check and the host steps reach the service through the first)" })
+    .refine((ps) => new Set(ps.map((p) => p.external)).size === ps.length, { error: "publishes the same external port twice" })
+    .default([{ internal: 8080, external: 8080 }]),
+  /** Extra environment of the container. Secrets do not go here: they come from the secret keys, into the 0600 config. */
+  env: z
+    .record(z.string(), z.string())
+    .superRefine((env, ctx) => {
+      for (const k of Object.keys(env)) {
+        if (!/^[A-Z_][A-Z0-9_]*$/.test(k)) ctx.addIssue({ code: "custom", path: [k], message: "must be an environment variable name: [A-Z_][A-Z0-9_]*" });
+        else if (/^PROGRESSDB_.*KEY/.test(k)) {
+          ctx.addIssue({
+            code: "custom",
+            path: [k],
+            message:
+              "names a secret: keys go into the 0600 service config from the secret keys (progressdb:kmsMasterKeyHex, apiKey, adminApiKey, frontendApiKey, signingKey), never into the container's environment",
+          });
+        }
+      }
+    })
+    .default({}),
   restart: z.enum(["no", "always", "unless-stopped", "on-failure"]).default("unless-stopped"),
   /** A healthcheck command (Docker `test` form) in place of the image's own; [] keeps the image's (the real images check /healthz). */
   healthcheck: z.array(z.string()).default([]),
@@ -110,6 +195,13 @@ const deploymentSchema = z
     container: containerSchema.optional(),
   })
   .superRefine((d, ctx) => {
+    if (d.host && !d.host.hostKey && !d.host.insecureSkipHostKeyCheck) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["host", "hostKey"],
+        message: `is required: without it anyone who can intercept the SSH connection receives the secrets the program sends — set it with: ssh-keyscan -p ${d.host.port} -t ed25519 ${d.host.address} | pulumi config set --path progressdb:deployment.host.hostKey`,
+      });
+    }
     if (!d.host) {
       ctx.addIssue({
         code: "custom",
@@ -128,26 +220,33 @@ const deploymentSchema = z
 
 const storageSchema = z.strictObject({
   /** The data dir (`--db`) on the host; in container mode the host directory bind-mounted at /data. */
-  dbPath: nonEmpty.default("/var/lib/progressdb/data"),
+  dbPath: hostPath.default("/var/lib/progressdb/data"),
   /** v0.1.x embedded-KMS data kept outside dbPath; backed up with it. */
-  kmsDataDir: nonEmpty.optional(),
+  kmsDataDir: hostPath.optional(),
 });
 
-const kmsSchema = z
-  .strictObject({
-    mode: z.enum(["embedded", "external", "disabled"], { error: "must be embedded, external or disabled" }).default("embedded"),
-    /** host:port of the external prgkms daemon. */
-    endpoint: nonEmpty.optional(),
-  })
-  .superRefine((k, ctx) => {
-    if (k.mode === "external" && !k.endpoint) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["endpoint"],
-        message: "is required when kms.mode is \"external\" — set it with: pulumi config set --path progressdb:kms.endpoint 127.0.0.1:6820",
-      });
-    }
-  });
+// No external (prgkms) mode: with the prgkms built from the v0.2.1 tag the real 0.2.1 accepts writes and
+// fails their reads (releases-as-built §3), and an unreachable prgkms crashes its start.
+const kmsSchema = z.strictObject({
+  mode: z
+    .enum(["embedded", "disabled"], {
+      error: (iss) =>
+        iss.input === "external"
+          ? "\"external\" is not supported: the real 0.2.1 fails reads through prgkms (writes answer 202, reads 500). Use \"embedded\" (the key from progressdb:kmsMasterKeyHex) or \"disabled\""
+          : "must be embedded or disabled",
+    })
+    .default("embedded"),
+});
+
+/** The S3 bucket naming rule a name breaks beyond its characters and length, or undefined. */
+function bucketRuleBroken(b: string): string | undefined {
+  if (b.includes("..")) return "no two adjacent dots";
+  if (/\.-|-\./.test(b)) return "no dot next to a hyphen";
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(b)) return "not formatted like an IP address";
+  if (/^(xn--|sthree-|amzn-s3-demo-)/.test(b)) return "no reserved prefix (xn--, sthree-, amzn-s3-demo-)";
+  if (/(-s3alias|--ol-s3|\.mrap|--x-s3|--table-s3)$/.test(b)) return "no reserved suffix (-s3alias, --ol-s3, .mrap, --x-s3, --table-s3)";
+  return undefined;
+}
 
 const backupSchema = z
   .strictObject({
@@ -155,13 +254,16 @@ const backupSchema = z
     bucket: z
       .string()
       .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: "must be an S3 bucket name: 3–63 lowercase letters, digits, dots and hyphens" })
+      .refine((b) => bucketRuleBroken(b) === undefined, { error: (iss) => `must be an S3 bucket name: ${bucketRuleBroken(String(iss.input))}` })
       .optional(),
     prefix: z.string().default("progressdb-backups").transform((p) => p.replace(/^\/+|\/+$/g, "")),
     /** Any S3-compatible endpoint (MinIO, Ceph, R2…); unset means AWS. */
-    endpoint: z.url({ protocol: /^https?$/, error: "must be an http(s) URL such as https://s3.example.com" }).optional(),
+    endpoint: z.url({ protocol: /^https?$/, error: "must be an http(s) URL such as https://s3.example.com" }).refine(withoutUserinfo, NO_USERINFO).optional(),
     region: nonEmpty.default("us-east-1"),
     createBucket: z.boolean({ error: "must be true or false" }).default(false),
     retentionDays: positiveInt.default(30),
+    /** When the stack creates the bucket: S3 Object Lock (governance mode) on every backup for this many days. */
+    objectLockDays: positiveInt.optional(),
   })
   .superRefine((b, ctx) => {
     if (b.enabled && !b.bucket) {
@@ -181,7 +283,12 @@ const healthSchema = z.strictObject({
       iss.input === undefined
         ? "is required — set it with: pulumi config set --path progressdb:health.url http://<host>:8080"
         : "must be an http:// or https:// URL such as http://10.0.0.5:8080",
-  }),
+  }).refine(withoutUserinfo, NO_USERINFO),
+  /**
+   * Send API keys (and headers) to a non-loopback http:// url. ProgressDB 0.2.1 serves plain HTTP only:
+   * put a TLS proxy in front and use https; this is for networks where that is not possible.
+   */
+  allowPlaintextHttp: z.boolean({ error: "must be true or false" }).default(false),
   timeoutSeconds: positiveInt.default(120),
   intervalSeconds: positiveInt.default(2),
   requestTimeoutSeconds: positiveInt.default(5),
@@ -222,7 +329,53 @@ const restoreSchema = z.strictObject({
       error: "must be s3://<bucket>/<key>.tar.gz or before:<version>",
     })
     .optional(),
+  /**
+   * The sha256 of a backup that is not in this stack's backup ledger (another stack's, or copied in by
+   * hand): the restore verifies the download against it. Backups this stack took need no hash.
+   */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, { error: "must be 64 lowercase hex characters" }).optional(),
 });
+
+/** Directories the program must never own, move aside or clean up; and trees it must not write into. */
+const SYSTEM_DIRS = new Set(["/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/lib", "/var/log", "/var/tmp"]);
+const SYSTEM_TREES = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr"];
+
+const within = (child: string, parent: string) => parent === "/" || child === parent || child.startsWith(`${parent}/`);
+
+/**
+ * The host paths the program owns must not overlap: the install cleans installDir/staging, a restore
+ * and a migration move dbPath aside, and one inside another would take the other with it.
+ */
+function pathProblems(s: { deployment: { binary: { installDir: string } }; storage: { dbPath: string; kmsDataDir?: string } }): { path: string[]; message: string }[] {
+  const paths: [string[], string][] = [
+    [["deployment", "binary", "installDir"], s.deployment.binary.installDir],
+    [["storage", "dbPath"], s.storage.dbPath],
+  ];
+  if (s.storage.kmsDataDir !== undefined) paths.push([["storage", "kmsDataDir"], s.storage.kmsDataDir]);
+  const problems: { path: string[]; message: string }[] = [];
+  for (const [key, p] of paths) {
+    const tree = SYSTEM_TREES.find((t) => within(p, t) && !within(p, "/usr/local"));
+    if (SYSTEM_DIRS.has(p) || tree) {
+      problems.push({
+        path: key,
+        message: `(${p}) is ${SYSTEM_DIRS.has(p) ? "a system directory" : `inside the system directory ${tree}`}: the program moves, cleans and chowns what it owns — give it a directory of its own, e.g. pulumi config set --path ${PROJECT}:${key.join(".")} ${key[1] === "binary" ? "/opt/progressdb" : "/var/lib/progressdb/data"}`,
+      });
+    }
+  }
+  for (let i = 0; i < paths.length; i++) {
+    for (let j = i + 1; j < paths.length; j++) {
+      const [ka, a] = paths[i];
+      const [kb, b] = paths[j];
+      if (!within(a, b) && !within(b, a)) continue;
+      const how = a === b ? "is the same directory as" : within(b, a) ? "contains" : "is inside";
+      problems.push({
+        path: kb,
+        message: `(${b}) overlaps ${PROJECT}:${ka.join(".")} (${a}): ${ka.join(".")} ${how} ${kb.join(".")}, and cleaning or moving one would delete or move the other — use separate directories, e.g. /opt/progressdb and /var/lib/progressdb/data`,
+      });
+    }
+  }
+  return problems;
+}
 
 const settingsSchema = z.object({
   version: versionSchema,
@@ -235,6 +388,14 @@ const settingsSchema = z.object({
   restore: restoreSchema.default({}),
   allowDowngrade: z.boolean({ error: "must be true or false" }).default(false),
 }).superRefine((s, ctx) => {
+  for (const problem of pathProblems(s)) ctx.addIssue({ code: "custom", ...problem });
+  if (s.health.intervalSeconds > s.health.timeoutSeconds) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["health", "intervalSeconds"],
+      message: `(${s.health.intervalSeconds}) is greater than health.timeoutSeconds (${s.health.timeoutSeconds}): the check would give up before its second try — set it with: pulumi config set --path progressdb:health.intervalSeconds 2`,
+    });
+  }
   if (s.restore.backup && !s.backup.bucket) {
     ctx.addIssue({
       code: "custom",
@@ -271,6 +432,27 @@ function keyOf(path: PropertyKey[]): string {
   return `${PROJECT}:${path.map(String).join(".")}`;
 }
 
+const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/;
+
+/**
+ * The health check and the continuity reads send the API keys (and any headers) to health.url: over
+ * http:// to another machine, anyone on the path reads them. Loopback never leaves the host.
+ */
+function plaintextHealthProblem(raw: RawConfig, s: Parsed): string | undefined {
+  const url = new URL(s.health.url);
+  if (url.protocol !== "http:" || LOOPBACK.test(url.hostname) || s.health.allowPlaintextHttp) return undefined;
+  const sent = [
+    ...(["apiKey", "adminApiKey"] as const).filter((k) => raw.secrets[k] !== "absent").map((k) => `${PROJECT}:${k}`),
+    ...(Object.keys(s.health.headers).length > 0 ? [`${PROJECT}:health.headers`] : []),
+  ];
+  if (sent.length === 0) return undefined;
+  return (
+    `${PROJECT}:health.url is plain http:// to ${url.host}, and the health check sends ${sent.join(" and ")} there: anyone on the path reads them. ` +
+    `ProgressDB serves plain HTTP only: put a TLS proxy in front of it and set: pulumi config set --path ${PROJECT}:health.url https://${url.host} ` +
+    `(with progressdb:health.caCertPem for a private CA); on a network where that is not possible, accept it with: pulumi config set --path ${PROJECT}:health.allowPlaintextHttp true`
+  );
+}
+
 function secretProblems(raw: RawConfig, s: Parsed): string[] {
   const problems: string[] = [];
   for (const key of SECRET_KEYS) {
@@ -279,6 +461,10 @@ function secretProblems(raw: RawConfig, s: Parsed): string[] {
         `${PROJECT}:${key} is stored in plain text — remove it and set it as a secret: pulumi config rm ${PROJECT}:${key} && pulumi config set --secret ${PROJECT}:${key} < <file>`,
       );
     }
+  }
+  for (const key of raw.malformed ?? []) {
+    const shape = SECRET_SHAPES[key];
+    if (shape) problems.push(`${PROJECT}:${key} ${shape.rule} — set it again with: ${shape.fix}`);
   }
   const need = (key: SecretKey, why: string, how: string) => {
     if (raw.secrets[key] === "absent") problems.push(`${PROJECT}:${key} is required${why.startsWith(":") ? "" : " "}${why} — set it with: ${how}`);
@@ -310,6 +496,8 @@ function secretProblems(raw: RawConfig, s: Parsed): string[] {
   if (s.service.encryptFields.length > 0 && s.kms.mode !== "embedded") {
     problems.push(`${PROJECT}:service.encryptFields needs kms.mode "embedded" (the fields are encrypted with kmsMasterKeyHex) — set it with: pulumi config set --path ${PROJECT}:kms.mode embedded`);
   }
+  const plaintext = plaintextHealthProblem(raw, s);
+  if (plaintext) problems.push(plaintext);
   const hasId = raw.secrets.s3AccessKeyId !== "absent";
   const hasSecret = raw.secrets.s3SecretAccessKey !== "absent";
   if (hasId !== hasSecret) {
@@ -320,8 +508,37 @@ function secretProblems(raw: RawConfig, s: Parsed): string[] {
   return problems;
 }
 
+/** The one string key that may hold line breaks: a PEM certificate. */
+const MULTILINE_KEYS = new Set(["health.caCertPem"]);
+
+/* eslint-disable no-control-regex -- finding control characters is the point */
+const CONTROL = /[\x00-\x1f\x7f]/;
+const CONTROL_BUT_LINE_ENDS = /[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]/;
+/* eslint-enable no-control-regex */
+
+/**
+ * Control characters in any string value or map key. A `\r` in a path is a line end to systemd and
+ * supervisor, so it would inject lines into the unit or program the install writes.
+ */
+function controlCharacterProblems(value: unknown, at: string[] = []): string[] {
+  const problem = (what: string, found: string) =>
+    `${keyOf(at)} ${what} a control character (\\x${found.charCodeAt(0).toString(16).padStart(2, "0")}): it could inject lines into the service unit or program the install writes — set the value again without it: pulumi config set --path ${keyOf(at)} <value>`;
+  if (typeof value === "string") {
+    const found = (MULTILINE_KEYS.has(at.join(".")) ? CONTROL_BUT_LINE_ENDS : CONTROL).exec(value);
+    return found ? [problem("contains", found[0])] : [];
+  }
+  if (Array.isArray(value)) return value.flatMap((v, i) => controlCharacterProblems(v, [...at, String(i)]));
+  if (value === null || typeof value !== "object") return [];
+  return Object.entries(value).flatMap(([k, v]) => {
+    const found = CONTROL.exec(k);
+    return found ? [problem("has a key with", found[0])] : controlCharacterProblems(v, [...at, k]);
+  });
+}
+
 /** Validates raw stack config. Throws a ConfigError listing every problem, each naming its key and the fix. */
 export function parseSettings(raw: RawConfig): Settings {
+  const control = controlCharacterProblems(raw.values);
+  if (control.length > 0) throw new ConfigError(control);
   const result = settingsSchema.safeParse(raw.values);
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {

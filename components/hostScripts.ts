@@ -38,6 +38,8 @@ export interface HostParams {
   serviceManager: ServiceManager;
   /** e.g. progressdb: systemd unit / supervisor program / pidfile name / docker container name. */
   serviceName: string;
+  /** The user (and group of the same name) the service runs as; created if absent, owns dbPath and kmsDataDir. Not used in docker mode (the image's uid). Defaults to "progressdb". */
+  serviceUser?: string;
   /** `--addr`, e.g. 127.0.0.1:18080. */
   listenAddr: string;
   /** `--config` path on the host. */
@@ -94,6 +96,8 @@ export interface PreflightParams {
   minFreeMb: number;
   /** When set, the bucket must be reachable with the host's credentials. */
   s3?: S3Params;
+  /** The stack does not manage the bucket: warn when it is not versioned or has no default encryption. */
+  checkBucketSettings?: boolean;
 }
 
 export interface BackupParams {
@@ -159,12 +163,13 @@ export type MigrateResult =
 
 export interface RestoreParams {
   host: HostParams;
-  /** `s3://<bucket>/<key>.tar.gz` or `before:<version>`. */
-  request: string;
+  /** The backup: `s3://<bucket>/<key>.tar.gz`. */
+  uri: string;
+  /** The sha256 the download must have: the one this stack recorded when it took the backup (never the object's metadata). */
+  sha256: string;
   /** The version to run on the restored data. */
   version: string;
-  stack: string;
-  /** Where `before:<version>` looks, and the endpoint/region for any request. */
+  /** The endpoint and region of the backups. */
   s3: S3Params;
   /** Base URL; `/readyz` is appended. Defaults to http://<listenAddr>. */
   healthUrl?: string;
@@ -181,10 +186,12 @@ export interface PreflightResult {
   plan: "start" | "migrate" | "swap-back";
   /** The staged migration tool archive ("" unless plan is migrate). */
   tool: string;
+  /** What the operator should fix but that does not stop the upgrade (e.g. an unversioned bucket). */
+  warnings: string[];
 }
 /** Output of the backup (stdout JSON). */
 export type BackupResult =
-  | { uri: string; bucket: string; key: string; size: number; sha256: string; fromVersion: string; toVersion: string }
+  | { uri: string; bucket: string; key: string; size: number; sha256: string; fromVersion: string; toVersion: string; at: string }
   | { skipped: true; reason: string; fromVersion: string };
 /** Output of the restore (stdout JSON). */
 export interface RestoreResult {
@@ -216,6 +223,7 @@ export function shQuote(value: string): string {
 
 const VERSION_RE = /^[0-9A-Za-z][0-9A-Za-z._+-]*$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.@-]*$/;
+const USER_RE = /^[a-z_][a-z0-9_-]{0,31}$/;
 
 function check(cond: boolean, message: string): void {
   if (!cond) {
@@ -244,6 +252,7 @@ function validateHost(h: HostParams): void {
   check(["systemd", "supervisor", "process", "docker"].includes(h.serviceManager), `serviceManager must be systemd, supervisor, process or docker, got ${JSON.stringify(h.serviceManager)}`);
   if (h.dockerHost !== undefined) check(/^(unix|tcp|ssh):\/\/\S+$/.test(h.dockerHost), `dockerHost must be unix://, tcp:// or ssh://, got ${JSON.stringify(h.dockerHost)}`);
   check(NAME_RE.test(h.serviceName), `serviceName must match ${NAME_RE}, got ${JSON.stringify(h.serviceName)}`);
+  if (h.serviceUser !== undefined) check(USER_RE.test(h.serviceUser), `serviceUser must match ${USER_RE}, got ${JSON.stringify(h.serviceUser)}`);
   check(/^\S+:\d{1,5}$/.test(h.listenAddr), `listenAddr must be host:port, got ${JSON.stringify(h.listenAddr)}`);
   check(h.installDir !== h.dbPath, "installDir and dbPath must differ");
   if (h.awsCli !== undefined) check(h.awsCli.length > 0 && !/\s/.test(h.awsCli), "awsCli must be a command name or path without whitespace");
@@ -339,15 +348,21 @@ function render(name: ScriptName, params: Record<string, ParamValue>): string {
 }
 
 /** Host parameters each script uses (others are left out of its header). */
+// Every script that may start the service (svc_start) needs what own_service_files uses:
+// PDB_SERVICE_USER, PDB_KMS_DATA_DIR, PDB_CONFIG_FILE.
 const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
-  "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS"],
-  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
-  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
-  "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_AWS"],
+  "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "configure.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_NAME", "PDB_SERVICE_MANAGER"],
-  "finalize.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
-  "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
+  "finalize.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "install.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_STOP_TIMEOUT"],
 };
+
+function serviceUserOf(h: HostParams): string {
+  return h.serviceUser ?? "progressdb";
+}
 
 function hostVars(script: ScriptName, h: HostParams): Record<string, ParamValue> {
   const all: Record<string, ParamValue> = {
@@ -356,6 +371,7 @@ function hostVars(script: ScriptName, h: HostParams): Record<string, ParamValue>
     PDB_KMS_DATA_DIR: h.kmsDataDir,
     PDB_SERVICE_MANAGER: h.serviceManager,
     PDB_SERVICE_NAME: h.serviceName,
+    PDB_SERVICE_USER: serviceUserOf(h),
     PDB_LISTEN_ADDR: h.listenAddr,
     PDB_CONFIG_FILE: h.configFile,
     PDB_SUPERVISOR_CONF_DIR: h.supervisorConfDir ?? "/etc/supervisor/conf.d",
@@ -425,6 +441,7 @@ export function renderPreflightScript(p: PreflightParams): string {
     PDB_SHA256: p.sha256,
     PDB_MIN_FREE_MB: p.minFreeMb,
     ...s3Vars(p.s3, false),
+    PDB_S3_CHECK_SETTINGS: p.checkBucketSettings ? 1 : undefined,
     PDB_LISTEN_ADDR: p.host.listenAddr,
     PDB_TARGET_LAYOUT: p.targetLayout,
     PDB_TOOL_URL: p.migrationTool?.url,
@@ -460,23 +477,23 @@ export function renderBackupScript(p: BackupParams): string {
 }
 
 /**
- * Restore: download a backup (or the newest one taken before upgrading to a
- * version), verify its sha256, move the current data aside, put the backup in
- * place, and start the service if `current` already is `version`.
- * Stdout: {@link RestoreResult}.
+ * Restore: download a backup, check its sha256 against the expected one,
+ * move the current data aside, put the backup in place, and start the service
+ * if `current` already is `version`. Stdout: {@link RestoreResult}.
  */
 export function renderRestoreScript(p: RestoreParams): string {
   validateHost(p.host);
   validateVersion("version", p.version);
-  check(/^[A-Za-z0-9._-]+$/.test(p.stack), `stack must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.stack)}`);
-  check(/^(s3:\/\/[^/\s]+\/\S+|before:\S+)$/.test(p.request), `restore request must be s3://<bucket>/<key> or before:<version>, got ${JSON.stringify(p.request)}`);
+  check(/^s3:\/\/[^/\s]+\/\S+$/.test(p.uri), `restore uri must be s3://<bucket>/<key>, got ${JSON.stringify(p.uri)}`);
+  check(/^[0-9a-f]{64}$/.test(p.sha256), `restore sha256 must be 64 lowercase hex characters, got ${JSON.stringify(p.sha256)}`);
   validateS3(p.s3);
   return render("restore.sh", {
     ...hostVars("restore.sh", p.host),
-    PDB_RESTORE: p.request,
+    PDB_RESTORE: p.uri,
+    PDB_SHA256: p.sha256,
     PDB_VERSION: p.version,
-    PDB_STACK: p.stack,
-    ...s3Vars(p.s3, true),
+    PDB_S3_ENDPOINT: p.s3.endpoint,
+    PDB_S3_REGION: p.s3.region,
     PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
   });
 }
@@ -583,11 +600,27 @@ function systemdPath(value: string): string {
   return value.replace(/%/g, "%%");
 }
 
+/** A path in a list setting (ReadWritePaths=): % escaped, C-quoted when needed ($ is not expanded there). */
+function systemdListPath(value: string): string {
+  const escaped = value.replace(/%/g, "%%");
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(value)) return escaped;
+  return `"${escaped.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+}
+
+/** The listen port, from host:port. */
+function portOf(listenAddr: string): number {
+  return Number(listenAddr.slice(listenAddr.lastIndexOf(":") + 1));
+}
+
 /** The systemd unit the install writes to `<systemdUnitDir>/<serviceName>.service`. */
 export function renderSystemdUnit(host: HostParams): string {
   validateHost(host);
   const args = [`${host.installDir}/current/progressdb`, "--config", host.configFile ?? `${host.installDir}/current/config.yaml`];
   const stop = host.stopTimeoutSeconds ?? 30;
+  const user = serviceUserOf(host);
+  // ProtectHome=yes hides /home, /root and /run/user even from ReadWritePaths=: read-only when a path lives there.
+  const inHome = [host.installDir, host.dbPath, host.kmsDataDir, host.configFile].some((p) => p !== undefined && /^\/(home|root|run\/user)(\/|$)/.test(p));
+  const writable = [host.dbPath, host.kmsDataDir].filter((p): p is string => p !== undefined);
   return [
     "# Managed by progressdb-upgrades (install.sh) — local edits are overwritten on the next upgrade.",
     "[Unit]",
@@ -607,6 +640,20 @@ export function renderSystemdUnit(host: HostParams): string {
     "KillSignal=SIGTERM",
     `TimeoutStopSec=${stop}s`,
     "LimitNOFILE=65536",
+    `User=${user}`,
+    `Group=${user}`,
+    // The service writes only its data dirs; logs go to the journal.
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    ...writable.map((p) => `ReadWritePaths=${systemdListPath(p)}`),
+    `ProtectHome=${inHome ? "read-only" : "yes"}`,
+    "PrivateTmp=yes",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectControlGroups=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+    ...(portOf(host.listenAddr) < 1024 ? ["CapabilityBoundingSet=CAP_NET_BIND_SERVICE", "AmbientCapabilities=CAP_NET_BIND_SERVICE"] : ["CapabilityBoundingSet="]),
     "",
     "[Install]",
     "WantedBy=multi-user.target",

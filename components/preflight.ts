@@ -35,6 +35,8 @@ export class Preflight extends pulumi.ComponentResource {
     this.archiveSha256 = result.sha256;
     this.layout = result.layout;
     this.toolArchive = result.tool;
+    // The script's stderr streams by while it runs: a warning is repeated in the update's diagnostics.
+    result.apply((r) => (r.warnings ?? []).forEach((w) => pulumi.log.warn(w, this)));
     this.registerOutputs({ archivePath: this.archivePath, archiveSha256: this.archiveSha256, layout: this.layout, toolArchive: this.toolArchive });
   }
 }

@@ -7,6 +7,7 @@ import { renderSecretsStdin } from "./hostScripts";
 import { familyOf, ReleaseFamily, ServiceConfig } from "./releases";
 import { Preflight } from "./preflight";
 import { Restore } from "./restore";
+import { BackupRecord, RestoreSource, appendBackup } from "./backupLedger";
 import { Backup } from "./backup";
 import { BackupBucket } from "./backupBucket";
 import { Migrate } from "./migrate";
@@ -32,6 +33,10 @@ export interface ProgressDbArgs {
   fromVersion?: string;
   /** The stack's last `keptData` output: carried on until a new migration keeps other data. */
   previousKeptData?: KeptData;
+  /** The stack's ledger of verified backups from its last outputs: carried on, with this update's backup appended. */
+  backupLedger?: BackupRecord[];
+  /** progressdb:restore.backup resolved through the ledger (or restore.sha256): what to restore and its sha256. */
+  restore?: RestoreSource;
 }
 
 /** Data a migration kept beside the migrated data dir, for a rollback across the data format. */
@@ -77,6 +82,8 @@ export class ProgressDb extends pulumi.ComponentResource {
   public readonly backupUri: pulumi.Output<string>;
   public readonly backupSha256: pulumi.Output<string>;
   public readonly backupSize: pulumi.Output<number>;
+  /** The verified backups this stack took (the newest 50): what a restore resolves and checks against. */
+  public readonly backupLedger: pulumi.Output<BackupRecord[]>;
   public readonly healthStatus: pulumi.Output<string>;
   /** How the running version was proved: `/readyz reports "v0.2.1"`, or the listening binary's identity. */
   public readonly versionProof: pulumi.Output<string>;
@@ -121,7 +128,7 @@ export class ProgressDb extends pulumi.ComponentResource {
     const rendered = managedConfig ? serviceConfig(s, secrets, listenAddr, dbPath).apply((c) => family.renderConfig(c)) : pulumi.output("");
     const serviceStdin = pulumi.secret(rendered.apply((text) => renderSecretsStdin(text ? { serviceConfig: text } : {})));
     // A change of the service's own settings restarts it (no backup): the digest is secret, as the config is.
-    const settingsDigest = pulumi.secret(rendered.apply((text) => digest(`${text}\n${host.configFile ?? ""}\n${host.listenAddr}\n${host.serviceName}`)));
+    const settingsDigest = pulumi.secret(rendered.apply((text) => digest(`${text}\n${host.configFile ?? ""}\n${host.listenAddr}\n${host.serviceName}\n${host.serviceUser ?? ""}`)));
     const child = { parent: this };
 
     const bucket =
@@ -133,6 +140,7 @@ export class ProgressDb extends pulumi.ComponentResource {
               region: s.backup.region,
               endpoint: s.backup.endpoint,
               retentionDays: s.backup.retentionDays,
+              objectLockDays: s.backup.objectLockDays,
               accessKeyId: secrets.s3AccessKeyId,
               secretAccessKey: secrets.s3SecretAccessKey,
             },
@@ -172,6 +180,7 @@ export class ProgressDb extends pulumi.ComponentResource {
         migrationTool: tool && { url: expandUrl(binary.artifactUrl, version, binary.arch).replace(/[^/]+$/, tool.archiveName(version, binary.arch)), archiveName: tool.archiveName(version, binary.arch) },
         operatorConfig: host.configFile ? family.operatorConfig : undefined,
         s3,
+        checkBucketSettings: !s.backup.createBucket,
         stdin: s3Stdin,
       },
       { ...child, dependsOn: [...afterBucket, probe] },
@@ -211,10 +220,10 @@ export class ProgressDb extends pulumi.ComponentResource {
       : undefined;
 
     // 3b. A requested restore puts a backup in place of the data (the data it replaces is moved aside).
-    const restore = s.restore.backup
+    const restore = args.restore
       ? new Restore(
           `${name}-restore`,
-          { connection, host, request: s.restore.backup, version, stack: args.stack, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
+          { connection, host, ...args.restore, version, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
           { ...child, dependsOn: backup ? [backup] : beforeBackup },
         )
       : undefined;
@@ -333,6 +342,12 @@ export class ProgressDb extends pulumi.ComponentResource {
     this.backupUri = backup?.uri ?? pulumi.output("");
     this.backupSha256 = backup?.sha256 ?? pulumi.output("");
     this.backupSize = backup?.size ?? pulumi.output(0);
+    const ledger = args.backupLedger ?? [];
+    this.backupLedger = backup
+      ? pulumi
+          .all([backup.uri, backup.sha256, backup.fromVersion, backup.at])
+          .apply(([uri, sha256, fromVersion, at]) => (uri ? appendBackup(ledger, { uri, sha256, fromVersion, toVersion: version, at }) : ledger))
+      : pulumi.output(ledger);
     this.healthStatus = pulumi.all([finalize.version, health.status]).apply(([, status]) => status);
     this.versionProof = health.versionProof;
     this.dataContinuity = health.continuity;
@@ -351,6 +366,7 @@ export class ProgressDb extends pulumi.ComponentResource {
       backupUri: this.backupUri,
       backupSha256: this.backupSha256,
       backupSize: this.backupSize,
+      backupLedger: this.backupLedger,
       healthStatus: this.healthStatus,
       versionProof: this.versionProof,
       dataContinuity: this.dataContinuity,

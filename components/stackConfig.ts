@@ -2,7 +2,7 @@
 // the secret values as secret Outputs. The only place that touches pulumi.Config.
 import * as pulumi from "@pulumi/pulumi";
 import * as runtimeConfig from "@pulumi/pulumi/runtime/config";
-import { ConfigError, PLAIN_KEYS, PROJECT, RawConfig, SECRET_KEYS, SecretKey, SecretState, Settings, parseSettings } from "./config";
+import { ConfigError, PLAIN_KEYS, PROJECT, RawConfig, SECRET_KEYS, SECRET_SHAPES, SecretKey, SecretState, Settings, parseSettings, secretWellFormed } from "./config";
 
 // Exported by the SDK at runtime but missing from its .d.ts.
 const { isConfigSecret } = runtimeConfig as unknown as { isConfigSecret(key: string): boolean };
@@ -20,15 +20,18 @@ export function loadStackConfig(): { settings: Settings; secrets: Secrets } {
   const state = (key: SecretKey): SecretState =>
     !present(key) ? "absent" : isConfigSecret(`${PROJECT}:${key}`) ? "secret" : "plaintext";
   const secretStates = Object.fromEntries(SECRET_KEYS.map((k) => [k, state(k)])) as Record<SecretKey, SecretState>;
+  const malformed = SECRET_KEYS.filter((k) => present(k) && !secretWellFormed(k, config.get(k) ?? ""));
   let settings: Settings;
   try {
-    settings = parseSettings({ values, secrets: secretStates });
+    settings = parseSettings({ values, secrets: secretStates, malformed });
   } catch (e) {
     // RunError: the engine shows the message alone, without a stack trace.
     throw e instanceof ConfigError ? new pulumi.RunError(e.message) : e;
   }
+  // Shaped secrets are used as they were checked: trimmed of the newline a `< file` leaves.
+  const value = (k: SecretKey) => (SECRET_SHAPES[k] ? config.requireSecret(k).apply((v) => v.trim()) : config.requireSecret(k));
   const secrets = Object.fromEntries(
-    SECRET_KEYS.map((k) => [k, settings.secretsPresent[k] ? config.requireSecret(k) : undefined]),
+    SECRET_KEYS.map((k) => [k, settings.secretsPresent[k] ? value(k) : undefined]),
   ) as Secrets;
   return { settings, secrets };
 }

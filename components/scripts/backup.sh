@@ -17,6 +17,11 @@
 # The KMS master key is never on disk in these dirs; a file named
 # progressdb.env (the service env file) is excluded anyway.
 #
+# Retention: once the new backup is verified, this instance's older objects
+# (everything else under <prefix>/<stack>/) are tagged progressdb-backup=superseded;
+# the bucket's lifecycle rule expires only tagged objects, so the newest backup
+# of an instance never expires. A failed tagging only warns (they are kept).
+#
 # On success the service is left STOPPED (install starts the new version).
 # If anything fails after the stop, the EXIT trap restarts the service on the
 # release it was running and the script exits 3 (4 if that restart failed).
@@ -27,8 +32,10 @@
 #   PDB_S3_REGION PDB_GZIP_LEVEL PDB_HEALTH_URL (to confirm a restart after failure)
 #   PDB_DOCKER_HOST (docker mode: DOCKER_HOST for the docker CLI on the host; "" = its default)
 #   PDB_RUN_KEY (one per upgrade: the version and restore request it is for)
+#   PDB_SERVICE_USER PDB_CONFIG_FILE (a restart after a failure gives the files to the service user)
+#   PDB_SUPERVISOR_CONF_DIR PDB_SYSTEMD_UNIT_DIR (a service this program did not install is never stopped)
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
-# Stdout: {"uri":..,"bucket":..,"key":..,"size":N,"sha256":..,"fromVersion":..,"toVersion":..}
+# Stdout: {"uri":..,"bucket":..,"key":..,"size":N,"sha256":..,"fromVersion":..,"toVersion":..,"at":..}
 #     or {"skipped":true,"reason":..} when there is no data yet.
 # Exit: 0 ok; 1 failed before anything was stopped; 2 bad parameters;
 #   3 failed after stopping, service restarted on its old version;
@@ -38,7 +45,8 @@ set -eu
 : "${PDB_VERSION:?}" "${PDB_STACK:?}" "${PDB_S3_BUCKET:?}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_AWS:=aws}"
 : "${PDB_S3_PREFIX=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}" "${PDB_GZIP_LEVEL:=6}"
-: "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}" "${PDB_RUN_KEY:?}"
+: "${PDB_HEALTH_URL=}" "${PDB_DOCKER_HOST=}" "${PDB_RUN_KEY:?}" "${PDB_SERVICE_USER:?}" "${PDB_CONFIG_FILE=}"
+: "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SYSTEMD_UNIT_DIR:=/etc/systemd/system}"
 PDB_SCRIPT=${PDB_SCRIPT:-backup}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -55,6 +63,7 @@ if recorded_result backup; then
   exit 0
 fi
 
+check_service_files
 from=$(current_version)
 if [ ! -d "$PDB_DB_PATH" ] || [ -z "$(ls -A -- "$PDB_DB_PATH" 2>/dev/null)" ]; then
   log "no data at $PDB_DB_PATH: nothing to back up (fresh host)"
@@ -82,6 +91,13 @@ if [ -n "$PDB_KMS_DATA_DIR" ] && [ -d "$PDB_KMS_DATA_DIR" ]; then
   esac
 fi
 
+SUPERSEDED='TagSet=[{Key=progressdb-backup,Value=superseded}]'
+# drop_partial: tagged first, so that in a versioned bucket its now noncurrent version expires too.
+drop_partial() {
+  aws_s3 s3api put-object-tagging --bucket "$PDB_S3_BUCKET" --key "$partial" --tagging "$SUPERSEDED" || true
+  aws_s3 s3 rm --only-show-errors "s3://$PDB_S3_BUCKET/$partial"
+}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/progressdb-backup.XXXXXX")
 stopped=0
 uploaded_partial=0
@@ -90,7 +106,7 @@ on_exit() {
   trap - EXIT
   trap '' PIPE HUP
   if [ "$rc" -ne 0 ] && [ "$uploaded_partial" = 1 ]; then
-    aws_s3 s3 rm --only-show-errors "s3://$PDB_S3_BUCKET/$partial" >&2 2>/dev/null || true
+    drop_partial >&2 2>/dev/null || true
   fi
   rm -rf -- "$work"
   if [ "$rc" -ne 0 ] && [ "$stopped" = 1 ]; then
@@ -140,7 +156,7 @@ uploaded_partial=1
   # mode keeps it at /data/config.yaml: it holds the keys), and 0.2.x crash
   # dumps (they print the process environment).
   tar -cf - --exclude=progressdb.env --exclude="${db_abs#/}/config.yaml" --exclude='*/state/crash' --exclude='*/state/abort' \
-    -C "$work" progressdb-backup.json -C / "$@" || rc=$?
+    -C "$work" progressdb-backup.json -C / -- "$@" || rc=$?
   echo "$rc" >"$work/tar.rc"
 } | {
   rc=0
@@ -180,7 +196,7 @@ fi
 # The rest runs in parallel (each aws CLI call costs ~1 s of start-up):
 # delete the partial; write + read back the sidecar; head-object; and a fresh
 # download that is re-hashed, counted and listed (gzip -t + tar -t).
-(aws_s3 s3 rm --only-show-errors "s3://$PDB_S3_BUCKET/$partial") >"$work/rm.log" 2>&1 &
+drop_partial >"$work/rm.log" 2>&1 &
 rm_pid=$!
 (
   printf '%s  %s\n' "$sha" "${key##*/}" | aws_s3 s3 cp --only-show-errors --content-type text/plain - "$uri.sha256"
@@ -202,7 +218,7 @@ digest_start "$work"
   echo "$rc" >"$work/vtee.rc"
 } | {
   rc=0
-  gzip -dc | tar -tf - >/dev/null || rc=$?
+  gzip -dc | tar -tf - -- >/dev/null || rc=$?
   echo "$rc" >"$work/list.rc"
 }
 digest_result "$work"
@@ -230,6 +246,25 @@ if [ "$vsha" != "$sha" ] || [ "$vsize" != "$size" ]; then
 fi
 log "verified $uri ($size bytes, sha256 $sha); $PDB_SERVICE_NAME stays stopped for the install"
 
-record_result backup "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s}' \
+dir="${key%/*}/"
+if ! older=$(aws_s3 s3api list-objects-v2 --bucket "$PDB_S3_BUCKET" --prefix "$dir" --query 'Contents[].Key' --output text 2>&1); then
+  log "WARNING: could not list s3://$PDB_S3_BUCKET/$dir to mark older backups superseded (they are kept, not expired): $(printf '%s' "$older" | tr '\n' ' ')"
+  older=''
+fi
+pids=''
+for k in $older; do
+  case $k in "$key" | "$key.sha256" | None) continue ;; esac
+  aws_s3 s3api put-object-tagging --bucket "$PDB_S3_BUCKET" --key "$k" --tagging "$SUPERSEDED" >/dev/null 2>>"$work/tag.err" &
+  pids="$pids $!"
+done
+untagged=0
+for p in $pids; do wait "$p" || untagged=$((untagged + 1)); done
+if [ "$untagged" -gt 0 ]; then
+  log "WARNING: $untagged older object(s) under s3://$PDB_S3_BUCKET/$dir could not be tagged superseded (they are kept, not expired; the next backup retries): $(tr '\n' ' ' <"$work/tag.err")"
+elif [ -n "$pids" ]; then
+  log "older backups under s3://$PDB_S3_BUCKET/$dir tagged superseded: they expire after the bucket's retention"
+fi
+
+record_result backup "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s,"at":%s}' \
   "$(json_str "$uri")" "$(json_str "$PDB_S3_BUCKET")" "$(json_str "$key")" "$size" "$(json_str "$sha")" \
-  "$(json_str "$from")" "$(json_str "$PDB_VERSION")")"
+  "$(json_str "$from")" "$(json_str "$PDB_VERSION")" "$(json_str "$ts")")"

@@ -7,7 +7,7 @@
 # Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_SERVICE_MANAGER PDB_SERVICE_NAME
 #   PDB_LISTEN_ADDR PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_DOCKER_HOST
 #   PDB_VERSION PDB_PREVIOUS_VERSION PDB_CONTINUITY (passed|failed|skipped: …)
-#   PDB_FINDING PDB_HEALTH_URL
+#   PDB_FINDING PDB_HEALTH_URL PDB_SERVICE_USER PDB_KMS_DATA_DIR PDB_CONFIG_FILE
 # Stdout: {"version":"0.2.1","committed":true}
 # Exit: 0 committed; 7 the gate failed and the previous version runs again on
 #   its data; 6 the gate failed and the revert did not bring it back.
@@ -15,6 +15,7 @@ set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}" "${PDB_VERSION:?}"
 : "${PDB_LISTEN_ADDR=}" "${PDB_PREVIOUS_VERSION=}" "${PDB_CONTINUITY:=skipped}" "${PDB_FINDING=}" "${PDB_HEALTH_URL=}"
 : "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_DOCKER_HOST=}"
+: "${PDB_SERVICE_USER:?}" "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}"
 PDB_SCRIPT=${PDB_SCRIPT:-finalize}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh

@@ -3,18 +3,22 @@
 #
 # Layout: <install>/releases/<version>/progressdb, <install>/current -> releases/<v>
 # (switched atomically: ln -s to a temp name + mv -T), <install>/progressdb.env
-# <install>/releases/<version>/config.yaml (0600, from stdin: the config the
-# program renders for that release family; absent when the operator manages
-# deployment.binary.configFile), <install>/bin/<service>-launch (process/supervisor launcher),
-# <install>/run/<service>.pid, <install>/logs/<service>.log.
+# <install>/releases/<version>/config.yaml (0600, owned by the service user, from
+# stdin: the config the program renders for that release family; absent when the
+# operator manages deployment.binary.configFile), <install>/bin/<service>-launch
+# (process/supervisor launcher: drops to the service user), <install>/run/<service>.pid,
+# <install>/logs/<service>.log. Releases are root's; the service runs as
+# PDB_SERVICE_USER (created if absent), which owns dbPath and kmsDataDir.
+# A unit, program, launcher or pidfile of that name that this program did not
+# write is never overwritten (exit 1 before anything changes).
 #
 # Then waits up to PDB_AUTO_REVERT_SECONDS for <health>/readyz to report the
 # new version; if it never does (and the value is > 0), switches current back
 # to the previous release, restarts it and exits non-zero. Releases beyond
 # PDB_KEEP_RELEASES are pruned only after success (never the previous one).
 #
-# Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_SERVICE_MANAGER PDB_SERVICE_NAME
-#   PDB_LISTEN_ADDR PDB_CONFIG_FILE PDB_SUPERVISOR_CONF_DIR
+# Parameters: PDB_INSTALL_DIR PDB_DB_PATH PDB_KMS_DATA_DIR PDB_SERVICE_MANAGER PDB_SERVICE_NAME
+#   PDB_SERVICE_USER PDB_LISTEN_ADDR PDB_CONFIG_FILE PDB_SUPERVISOR_CONF_DIR
 #   PDB_SUPERVISORCTL_CONFIG PDB_SYSTEMD_UNIT_DIR PDB_SERVICE_UNIT PDB_VERSION
 #   PDB_ARCHIVE_NAME PDB_KEEP_RELEASES PDB_HEALTH_URL PDB_AUTO_REVERT_SECONDS
 #   PDB_STOP_TIMEOUT PDB_BACKUP_URI PDB_TARGET_LAYOUT
@@ -25,9 +29,9 @@
 #   ready; 6 new version unhealthy and the revert did not bring back a ready
 #   service (or there was nothing to revert to).
 set -eu
-: "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
+: "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}" "${PDB_SERVICE_USER:?}"
 : "${PDB_LISTEN_ADDR:?}" "${PDB_VERSION:?}" "${PDB_ARCHIVE_NAME:?}"
-: "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SUPERVISORCTL_CONFIG=}"
+: "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SUPERVISORCTL_CONFIG=}"
 : "${PDB_SYSTEMD_UNIT_DIR:=/etc/systemd/system}" "${PDB_SERVICE_UNIT=}" "${PDB_KEEP_RELEASES:=3}"
 : "${PDB_HEALTH_URL=}" "${PDB_AUTO_REVERT_SECONDS:=60}" "${PDB_STOP_TIMEOUT:=30}" "${PDB_BACKUP_URI=}"
 : "${PDB_TARGET_LAYOUT:=store}"
@@ -37,6 +41,9 @@ PDB_SCRIPT=${PDB_SCRIPT:-install}
 
 read_secrets
 umask 022
+# Before anything is written, and before the EXIT trap below could start a service of that name.
+check_service_files
+ensure_service_user
 # A lost SSH session must not stop the install halfway (old release stopped,
 # new one not started): it carries on, starts or reverts, and logs to
 # logs/upgrade.log.
@@ -81,7 +88,7 @@ fi
 # 1. Extract into releases/<version> (idempotent).
 rel="$PDB_INSTALL_DIR/releases/$PDB_VERSION"
 tmp=$(mktemp -d "$PDB_INSTALL_DIR/releases/.extract-XXXXXX")
-tar -xzf "$archive" -C "$tmp" || fail 1 "cannot extract $archive (nothing was changed)"
+tar -xzf "$archive" -C "$tmp" -- || fail 1 "cannot extract $archive (nothing was changed)"
 if [ -f "$tmp/progressdb" ]; then
   top=$tmp
 else
@@ -94,6 +101,7 @@ else
   done
   [ -n "$top" ] || fail 1 "$archive has no progressdb binary (expected progressdb_<v>_linux_<arch>/progressdb) (nothing was changed)"
 fi
+chown -R 0:0 -- "$top"
 chmod 0755 "$top/progressdb"
 if [ -f "$rel/progressdb" ] && cmp -s "$rel/progressdb" "$top/progressdb"; then
   log "release $PDB_VERSION already installed at $rel"
@@ -118,6 +126,8 @@ if [ -z "$PDB_CONFIG_FILE" ]; then
     printf '%s' "$PDB_SECRET_SERVICE_CONFIG_B64" | base64 -d >"$rel/config.yaml.tmp"
   ) || fail 2 "the service config on stdin is not valid base64 (nothing was changed)"
   chmod 0600 "$rel/config.yaml.tmp"
+  # The service reads it as its own user (0600: it holds the keys).
+  chown -- "$PDB_SERVICE_USER:$PDB_SERVICE_USER" "$rel/config.yaml.tmp"
   if cmp -s "$rel/config.yaml.tmp" "$rel/config.yaml"; then
     rm -f -- "$rel/config.yaml.tmp"
   else
@@ -133,17 +143,29 @@ if [ -e "$PDB_INSTALL_DIR/progressdb.env" ]; then
   log "removed the legacy $PDB_INSTALL_DIR/progressdb.env (secrets no longer go into the service's environment)"
 fi
 
-# 3. Launcher (process and supervisor modes): a clean environment, the
-# release dir as working dir (so no stray ./.env or ./config.yaml is read).
+# 3. Launcher (process and supervisor modes): started as root, it writes the
+# pidfile, then runs the release as the service user (no new privileges; the
+# capability to bind a port below 1024 only when the listen port needs it)
+# with a clean environment and the release dir as working dir (so no stray
+# ./.env or ./config.yaml is read).
 launcher=$(svc_launcher)
+caps=''
+[ "${PDB_LISTEN_ADDR##*:}" -ge 1024 ] || caps=' --inh-caps=+net_bind_service --ambient-caps=+net_bind_service'
 {
-  printf '#!/bin/sh\n# Generated by progressdb-upgrades install.sh — do not edit.\nset -eu\n'
+  printf '#!/bin/sh\n# Managed by progressdb-upgrades (install.sh) — do not edit.\nset -eu\n'
   printf 'echo "$$" >%s\n' "$(sh_quote "$(svc_pidfile)")"
   printf 'cd %s\n' "$(sh_quote "$PDB_INSTALL_DIR/current")"
-  printf 'exec env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin ./progressdb --config %s\n' "$(sh_quote "$(service_config_path)")"
+  printf 'exec setpriv --reuid=%s --regid=%s --init-groups --no-new-privs%s -- env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin ./progressdb --config %s\n' \
+    "$PDB_SERVICE_USER" "$PDB_SERVICE_USER" "$caps" "$(sh_quote "$(service_config_path)")"
 } >"$launcher.tmp"
 chmod 0755 "$launcher.tmp"
-mv -f -- "$launcher.tmp" "$launcher"
+launcher_changed=0
+if cmp -s "$launcher.tmp" "$launcher"; then
+  rm -f -- "$launcher.tmp"
+else
+  mv -f -- "$launcher.tmp" "$launcher"
+  launcher_changed=1
+fi
 
 # 4. Service definition.
 unit_changed=0
@@ -170,6 +192,7 @@ fi
 start_release() {
   case $PDB_SERVICE_MANAGER in
     systemd)
+      own_service_files
       if [ "$unit_changed" = 1 ]; then
         systemctl daemon-reload
         systemctl enable "$PDB_SERVICE_NAME.service" >/dev/null 2>&1 || true
@@ -177,6 +200,7 @@ start_release() {
       systemctl restart "$PDB_SERVICE_NAME.service"
       ;;
     supervisor)
+      own_service_files
       supctl reread >&2
       if [ "$unit_changed" = 1 ]; then
         # update adds/re-adds the program and autostart=true starts it.
@@ -190,12 +214,12 @@ start_release() {
         supctl restart "$PDB_SERVICE_NAME" >&2
       fi
       ;;
-    process) svc_start ;;
+    process) svc_start ;; # owns the files too
   esac
 }
 
 # 5. Switch and start.
-if [ "$current" = "$PDB_VERSION" ] && svc_is_running && [ "$unit_changed" = 0 ] && [ "$config_changed" = 0 ] &&
+if [ "$current" = "$PDB_VERSION" ] && svc_is_running && [ "$unit_changed" = 0 ] && [ "$launcher_changed" = 0 ] && [ "$config_changed" = 0 ] &&
   wait_ready "$PDB_VERSION" 0; then
   log "$PDB_VERSION is already current, running and ready: nothing to restart"
 else

@@ -18,12 +18,14 @@
 #   PDB_SUPERVISORCTL_CONFIG PDB_STOP_TIMEOUT PDB_DOCKER_HOST PDB_VERSION
 #   PDB_TOOL_ARCHIVE PDB_EXPECT_THREADS PDB_EXPECT_MESSAGES ("" when unknown) PDB_CONFIG_FILE PDB_RUN_KEY
 #   PDB_LISTEN_ADDR PDB_HEALTH_URL (to prove the old version answers again after a failure)
+#   PDB_SERVICE_USER (owns the migrated data) PDB_KMS_DATA_DIR
 # Stdout: {"migrated":true,"kept":"…","from":"0.1.2","to":"0.2.1","threads":N,"messages":M,"at":"…"}
 # Exit: 0 ok; 1 failed, nothing changed (the old data is in place); 2 bad parameters.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}" "${PDB_VERSION:?}"
 : "${PDB_TOOL_ARCHIVE:?}" "${PDB_EXPECT_THREADS=}" "${PDB_EXPECT_MESSAGES=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_STOP_TIMEOUT:=30}"
 : "${PDB_DOCKER_HOST=}" "${PDB_CONFIG_FILE=}" "${PDB_RUN_KEY:?}" "${PDB_LISTEN_ADDR=}" "${PDB_HEALTH_URL=}"
+: "${PDB_SERVICE_USER:?}" "${PDB_KMS_DATA_DIR=}"
 PDB_SCRIPT=${PDB_SCRIPT:-migrate}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -77,7 +79,7 @@ fi
 [ -f "$PDB_TOOL_ARCHIVE" ] || fail 1 "the verified migration tool $PDB_TOOL_ARCHIVE is missing: re-run the preflight (nothing was changed)"
 [ "$(sha256_of "$PDB_TOOL_ARCHIVE")" = "$(cut -c1-64 <"$PDB_TOOL_ARCHIVE.sha256" 2>/dev/null)" ] ||
   fail 1 "$PDB_TOOL_ARCHIVE does not match the sha256 the preflight verified (nothing was changed)"
-tar -xzf "$PDB_TOOL_ARCHIVE" -C "$work" || fail 1 "cannot extract $PDB_TOOL_ARCHIVE (nothing was changed)"
+tar -xzf "$PDB_TOOL_ARCHIVE" -C "$work" -- || fail 1 "cannot extract $PDB_TOOL_ARCHIVE (nothing was changed)"
 prgcli=$(find "$work" -type f -name prgcli | head -n 1)
 [ -n "$prgcli" ] || fail 1 "$PDB_TOOL_ARCHIVE has no prgcli (nothing was changed)"
 chmod 0700 "$prgcli"
@@ -127,7 +129,9 @@ if [ -n "$PDB_EXPECT_MESSAGES" ] && [ "$messages" -lt "$PDB_EXPECT_MESSAGES" ]; 
 fi
 log "prgcli migrated $threads threads and $messages messages in $(($(date +%s) - started))s"
 
-# Swap: the old directory is kept as it is; the new one takes its place.
+# Swap: the old directory is kept as it is; the new one, which prgcli wrote as
+# root, takes its place, owned by the service's user.
+[ "$PDB_SERVICE_MANAGER" = docker ] || chown -R -- "$PDB_SERVICE_USER:$PDB_SERVICE_USER" "$new"
 mv -- "$PDB_DB_PATH" "$kept"
 mv -- "$new" "$PDB_DB_PATH"
 at=$(date -u +%Y-%m-%dT%H:%M:%SZ)

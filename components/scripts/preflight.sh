@@ -4,26 +4,33 @@
 # credentials, and the release archive downloaded to the staging dir and
 # verified against checksums.txt (or a pinned sha256). Never stops anything.
 # Idempotent: an already staged archive with the right sha256 is reused.
+# Binary modes: refuses a service name whose unit, supervisor program,
+# launcher or pidfile this program did not write; creates the service user if
+# absent and checks it can reach the data dirs, the install dir and the config.
 #
 # Parameters (header prepended by components/hostScripts.ts):
 #   PDB_INSTALL_DIR PDB_DB_PATH PDB_KMS_DATA_DIR PDB_SERVICE_MANAGER
-#   PDB_SERVICE_NAME PDB_CONFIG_FILE PDB_SUPERVISORCTL_CONFIG PDB_AWS
+#   PDB_SERVICE_NAME PDB_SERVICE_USER PDB_CONFIG_FILE PDB_SUPERVISOR_CONF_DIR
+#   PDB_SUPERVISORCTL_CONFIG PDB_SYSTEMD_UNIT_DIR PDB_AWS
 #   PDB_VERSION PDB_ARTIFACT_URL PDB_CHECKSUMS_URL PDB_ARCHIVE_NAME
 #   PDB_SHA256 PDB_MIN_FREE_MB PDB_S3_BUCKET PDB_S3_ENDPOINT PDB_S3_REGION
 #   PDB_LISTEN_ADDR PDB_TARGET_LAYOUT (root|store) PDB_TOOL_URL PDB_TOOL_ARCHIVE
 #   (the target release's prgcli, when the data must be migrated)
 #   PDB_CFG_DB_KEY PDB_CFG_REQUIRED (how to check an operator's config file)
+#   PDB_S3_CHECK_SETTINGS (1: the stack does not manage the bucket; warn when it is
+#   not versioned or has no default encryption)
 # Container mode (PDB_SERVICE_MANAGER=docker) has no archive: PDB_ARTIFACT_URL is "".
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"archive":"<staged path>","sha256":"<hex>","reused":<bool>,"layout":"root|store|empty",
-#   "plan":"start|migrate|swap-back","tool":"<staged prgcli archive or \"\">"}
+#   "plan":"start|migrate|swap-back","tool":"<staged prgcli archive or \"\">","warnings":["..."]}
 # Exit: 0 ok; 1 a check failed (nothing was changed); 2 bad parameters.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
 : "${PDB_VERSION:?}" "${PDB_MIN_FREE_MB:?}" "${PDB_ARTIFACT_URL=}" "${PDB_ARCHIVE_NAME=}"
 : "${PDB_LISTEN_ADDR=}" "${PDB_TARGET_LAYOUT:?}" "${PDB_TOOL_URL=}" "${PDB_TOOL_ARCHIVE=}"
-: "${PDB_CFG_DB_KEY=}" "${PDB_CFG_REQUIRED=}"
-: "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_AWS:=aws}"
+: "${PDB_CFG_DB_KEY=}" "${PDB_CFG_REQUIRED=}" "${PDB_S3_CHECK_SETTINGS=}"
+: "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_AWS:=aws}" "${PDB_SERVICE_USER:?}"
+: "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SYSTEMD_UNIT_DIR:=/etc/systemd/system}"
 : "${PDB_CHECKSUMS_URL=}" "${PDB_SHA256=}" "${PDB_S3_BUCKET=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}"
 PDB_SCRIPT=${PDB_SCRIPT:-preflight}
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -44,6 +51,11 @@ case $PDB_SERVICE_MANAGER in
   docker) command -v docker >/dev/null 2>&1 || missing="$missing docker" ;;
   *) fail 2 "unknown service manager '$PDB_SERVICE_MANAGER' (expected systemd, supervisor, process or docker)" ;;
 esac
+if [ "$PDB_SERVICE_MANAGER" != docker ]; then
+  for tool in setpriv getent groupadd useradd find chown; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+  done
+fi
 if ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; then
   missing="$missing curl-or-wget"
 fi
@@ -52,6 +64,18 @@ if [ -n "$PDB_S3_BUCKET" ] && ! command -v "$PDB_AWS" >/dev/null 2>&1; then
 fi
 if [ -n "$missing" ]; then
   fail 1 "required tools missing on the host:$missing — install them and re-run (nothing was changed)"
+fi
+
+# 1a. The service name is ours to manage, and its user can reach what it runs on.
+check_service_files
+if [ "$PDB_SERVICE_MANAGER" != docker ]; then
+  ensure_service_user
+  # The data dirs themselves are given to the user by the install: their parents must let it through.
+  for path in "$PDB_DB_PATH" ${PDB_KMS_DATA_DIR:+"$PDB_KMS_DATA_DIR"} "$PDB_INSTALL_DIR/releases" ${PDB_CONFIG_FILE:+"$PDB_CONFIG_FILE"}; do
+    blocker=$(service_user_blocker "$(dirname -- "$path")")
+    [ -z "$blocker" ] ||
+      fail 1 "the service runs as $PDB_SERVICE_USER (progressdb:deployment.binary.serviceUser), which cannot enter $blocker ($(stat -c '%A %U:%G' -- "$blocker")), on the way to $path: ProgressDB would not start. Let others search it (chmod o+x $blocker), or move the path elsewhere (nothing was changed)"
+  done
 fi
 
 if [ -n "$PDB_CONFIG_FILE" ]; then
@@ -76,6 +100,9 @@ if [ -n "$PDB_CONFIG_FILE" ]; then
     esac
   done
   [ -z "$problems" ] || fail 1 "config file $PDB_CONFIG_FILE does not fit $PDB_VERSION${problems} — fix the file, or remove deployment.binary.configFile to let the program write it (nothing was changed)"
+  if [ "$PDB_SERVICE_MANAGER" != docker ] && ! as_service_user test -r "$PDB_CONFIG_FILE"; then
+    fail 1 "the service runs as $PDB_SERVICE_USER (progressdb:deployment.binary.serviceUser), which cannot read the config file $PDB_CONFIG_FILE (deployment.binary.configFile): give it to that user, keeping it private: chown $PDB_SERVICE_USER $PDB_CONFIG_FILE && chmod 0600 $PDB_CONFIG_FILE (nothing was changed)"
+  fi
   log "config file $PDB_CONFIG_FILE fits $PDB_VERSION ($PDB_CFG_DB_KEY, listen address, required keys)"
 fi
 
@@ -120,6 +147,29 @@ if [ -n "$PDB_S3_BUCKET" ]; then
     fail 1 "S3 bucket s3://$PDB_S3_BUCKET is not reachable ($(s3_where)) with the host's credentials: $err (nothing was changed)"
   fi
   log "S3 bucket s3://$PDB_S3_BUCKET reachable ($(s3_where))"
+fi
+
+# 3b. A bucket the stack does not manage: warn (never fail) when a lost or
+# overwritten backup could not be recovered, or backups are stored unencrypted.
+warnings=''
+warn() {
+  log "WARNING: $1"
+  warnings="$warnings${warnings:+,}$(json_str "$1")"
+}
+if [ -n "$PDB_S3_BUCKET" ] && [ "$PDB_S3_CHECK_SETTINGS" = 1 ]; then
+  b="progressdb:backup.bucket s3://$PDB_S3_BUCKET"
+  if ! status=$(aws_s3 s3api get-bucket-versioning --bucket "$PDB_S3_BUCKET" --query Status --output text 2>&1); then
+    warn "$b: could not read its versioning with the host's credentials ($(printf '%s' "$status" | tr '\n' ' ')): a deleted or overwritten backup may not be recoverable"
+  elif [ "$status" != Enabled ]; then
+    warn "$b has versioning off: a deleted or overwritten backup cannot be recovered — turn it on: aws s3api put-bucket-versioning --bucket $PDB_S3_BUCKET --versioning-configuration Status=Enabled"
+  fi
+  if ! err=$(aws_s3 s3api get-bucket-encryption --bucket "$PDB_S3_BUCKET" 2>&1 >/dev/null); then
+    case $err in
+      *ServerSideEncryptionConfigurationNotFound*) why="has no default encryption" ;;
+      *) why="has no readable default encryption ($(printf '%s' "$err" | tr '\n' ' '))" ;;
+    esac
+    warn "$b $why: backups may be stored unencrypted — turn it on: aws s3api put-bucket-encryption --bucket $PDB_S3_BUCKET --server-side-encryption-configuration '{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"AES256\"}}]}'"
+  fi
 fi
 
 # 4. Release archive (and the migration tool), verified.
@@ -192,5 +242,5 @@ if [ "$plan" = migrate ]; then
   tool=$PDB_STAGED_PATH
 fi
 
-printf '{"archive":%s,"sha256":%s,"reused":%s,"layout":%s,"plan":%s,"tool":%s}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused" \
-  "$(json_str "$layout")" "$(json_str "$plan")" "$(json_str "$tool")"
+printf '{"archive":%s,"sha256":%s,"reused":%s,"layout":%s,"plan":%s,"tool":%s,"warnings":[%s]}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused" \
+  "$(json_str "$layout")" "$(json_str "$plan")" "$(json_str "$tool")" "$warnings"

@@ -5,7 +5,7 @@
  * check, and a stale process answering on the service port. Every test has a
  * host of its own and no shared fault switch, so they run concurrently.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -179,6 +179,14 @@ describe.skipIf(!!skip).concurrent("failure paths", () => {
     expect(fs.existsSync(path.join(h.params.installDir, "staging"))).toBe(false);
 
     fs.writeFileSync(h.params.configFile!, good, { mode: 0o600 });
+    // It fits, but the service runs as its own user: a root-only file is refused, naming the fix.
+    const unreadable = await preflight(w, h, "0.2.1", { s3: null, operatorConfig: v02.operatorConfig });
+    expect(unreadable.code).toBe(1);
+    expect(unreadable.stderr).toContain(
+      `the service runs as progressdb (progressdb:deployment.binary.serviceUser), which cannot read the config file ${h.params.configFile} (deployment.binary.configFile): give it to that user, keeping it private: chown progressdb ${h.params.configFile} && chmod 0600`,
+    );
+    const [uid, gid] = ["-u", "-g"].map((o) => Number(execFileSync("id", [o, "progressdb"], { encoding: "utf8" })));
+    fs.chownSync(h.params.configFile!, uid, gid);
     const ok = await preflight(w, h, "0.2.1", { s3: null, operatorConfig: v02.operatorConfig });
     expect(ok.code, ok.stderr).toBe(0);
     expect(ok.stderr).toContain(`config file ${h.params.configFile} fits 0.2.1`);

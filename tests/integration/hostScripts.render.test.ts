@@ -132,7 +132,7 @@ describe("renderers", () => {
     const header = install.split("\nset -eu")[0];
     expect(header).not.toMatch(/^(AWS_|PROGRESSDB_|PDB_SECRET|PDB_SERVICE_CONFIG)/m);
     // The launcher gives the service a clean environment; the unit has no EnvironmentFile.
-    expect(loadScript("install.sh")).toContain("exec env -i PATH=");
+    expect(loadScript("install.sh")).toContain("-- env -i PATH=");
     expect(renderSystemdUnit(host)).not.toMatch(/Environment/);
   });
 
@@ -187,11 +187,46 @@ describe("renderSystemdUnit", () => {
   });
 
   it("quotes odd paths and escapes % and $ for systemd", () => {
-    const unit = renderSystemdUnit({ ...host, installDir: "/opt/it's 100% $HOME" });
+    const unit = renderSystemdUnit({ ...host, installDir: "/opt/it's 100% $HOME", dbPath: '/data/a "b" 100% $X' });
     expect(unit).toContain(`ExecStart="/opt/it's 100%% $$HOME/current/progressdb" --config "/opt/it's 100%% $$HOME/current/config.yaml"`);
+    // $ is not expanded in ReadWritePaths=: only % and the quotes are escaped.
+    expect(unit).toContain('ReadWritePaths="/data/a \\"b\\" 100%% $X"\n');
+  });
+
+  it("runs the service as its own user, hardened, writing only its data dirs", () => {
+    const unit = renderSystemdUnit({ ...host, serviceUser: "pdbsvc", kmsDataDir: "/var/lib/kms" });
+    for (const line of [
+      "User=pdbsvc",
+      "Group=pdbsvc",
+      "NoNewPrivileges=yes",
+      "ProtectSystem=strict",
+      "ReadWritePaths=/var/lib/progressdb",
+      "ReadWritePaths=/var/lib/kms",
+      "ProtectHome=yes",
+      "PrivateTmp=yes",
+      "ProtectKernelTunables=yes",
+      "ProtectKernelModules=yes",
+      "ProtectControlGroups=yes",
+      "RestrictSUIDSGID=yes",
+      "LockPersonality=yes",
+      "CapabilityBoundingSet=",
+    ]) {
+      expect(unit.split("\n"), line).toContain(line);
+    }
+    expect(unit).not.toContain("AmbientCapabilities");
+    expect(renderSystemdUnit(host)).toContain("User=progressdb\nGroup=progressdb\n");
+    // A port below 1024 keeps exactly the capability to bind it.
+    const low = renderSystemdUnit({ ...host, listenAddr: "0.0.0.0:443" }).split("\n");
+    expect(low).toContain("CapabilityBoundingSet=CAP_NET_BIND_SERVICE");
+    expect(low).toContain("AmbientCapabilities=CAP_NET_BIND_SERVICE");
+    // ProtectHome=yes would hide a data dir under /home even from ReadWritePaths=.
+    const home = renderSystemdUnit({ ...host, dbPath: "/home/pdb/data" }).split("\n");
+    expect(home).toContain("ProtectHome=read-only");
+    expect(home).toContain("ReadWritePaths=/home/pdb/data");
   });
 
   const analyze = which("systemd-analyze");
+  if (!analyze) console.warn("\n*** SKIPPING systemd-analyze verify of the unit: systemd-analyze is not installed (apt-get install systemd) ***\n");
   it.skipIf(!analyze)("passes systemd-analyze verify", async () => {
     const dir = tempDir("unit");
     try {
@@ -199,11 +234,18 @@ describe("renderSystemdUnit", () => {
       // ExecStart must point at an existing executable for verify.
       fs.mkdirSync(path.join(h.installDir, "current"), { recursive: true });
       fs.copyFileSync("/bin/true", path.join(h.installDir, "current", "progressdb"));
-      const unitPath = path.join(dir, "pdb-verify-test.service");
-      fs.writeFileSync(unitPath, renderSystemdUnit(h));
-      const r = await run(analyze!, ["verify", unitPath], { cwd: dir });
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stderr.split("\n").filter((l) => l.includes("pdb-verify-test"))).toEqual([]);
+      // The hardened unit as rendered, and with a separate KMS dir (an odd name) and a port below 1024.
+      for (const [name, unitHost] of Object.entries({
+        "pdb-verify-test": h,
+        "pdb-verify-low": { ...h, listenAddr: "0.0.0.0:443", kmsDataDir: path.join(dir, 'kms "x" 100%') },
+      })) {
+        const unitPath = path.join(dir, `${name}.service`);
+        fs.writeFileSync(unitPath, renderSystemdUnit(unitHost));
+        expect(fs.readFileSync(unitPath, "utf8")).toContain("ProtectSystem=strict\n");
+        const r = await run(analyze!, ["verify", unitPath], { cwd: dir });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stderr.split("\n").filter((l) => l.includes(name)), name).toEqual([]);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -248,7 +290,7 @@ describe("shellcheck", () => {
         }),
         "backup.sh": renderBackupScript({ host: h, version: "0.2.1", runKey: "0.2.1", stack: "s", s3 }),
         "install.sh": renderInstallScript({ ...installBase, host: h }),
-        "restore.sh": renderRestoreScript({ host: h, request: "before:0.2.1", version: "0.1.2", stack: "s", s3 }),
+        "restore.sh": renderRestoreScript({ host: h, uri: "s3://b/k.tar.gz", sha256: "a".repeat(64), version: "0.1.2", s3 }),
         "migrate.sh": renderMigrateScript({ host: h, version: "0.2.1", toolArchive: "/t/p.tar.gz", runKey: "0.2.1" }),
         "finalize.sh": renderFinalizeScript({ host: h, version: "0.2.1", previousVersion: "0.1.2", continuity: "passed", finding: "", healthUrl: "http://h:1" }),
         "configure.sh": renderConfigureScript(h),

@@ -4,6 +4,7 @@
  * migration stopping it through supervisorctl, 0.2.1 serving the 0.1.2 data,
  * and no secret in the program conf or the service's environment.
  */
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -63,6 +64,18 @@ describe.skipIf(!!skip)("upgrade under supervisor", () => {
       for (const [what, text] of Object.entries({ conf, launcher, environ, cmdline })) expect(text.includes(s), `${what}: ${s}`).toBe(false);
     }
     expect(environ.split("\0").filter(Boolean)).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]);
+    // supervisord (root) starts the launcher, which runs the release as the service's user.
+    expect(fs.readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(new RegExp(`^Uid:\\s+${serviceUid()}\\s+${serviceUid()}\\s`, "m"));
+  }
+
+  /** The default service user (progressdb), which the first preflight creates if absent. */
+  function serviceUid(): number {
+    return Number(execFileSync("id", ["-u", "progressdb"], { encoding: "utf8" }));
+  }
+
+  /** Paths under the data dir that the service user does not own. */
+  function notTheServices(): string {
+    return execFileSync("find", [h.params.dbPath, "(", "!", "-user", "progressdb", "-o", "!", "-group", "progressdb", ")"], { encoding: "utf8" });
   }
 
   it("first install writes the program conf; supervisord runs 0.1.2, proved by the binary it runs", async () => {
@@ -88,6 +101,8 @@ describe.skipIf(!!skip)("upgrade under supervisor", () => {
     const m = await migrate(w, h, "0.2.1", { expectThreads: 1 });
     expect(m.code, m.stderr).toBe(0);
     expect(m.json).toMatchObject({ migrated: true, threads: 1, messages: 2 });
+    // prgcli ran as root; the migrated data it wrote is the service user's.
+    expect(notTheServices()).toBe("");
     const i = await install(w, h, "0.2.1");
     expect(i.code, i.stderr).toBe(0);
     expect(i.json).toEqual({ version: "0.2.1", previousVersion: "0.1.2", proof: '/readyz reports "v0.2.1"', switched: true });

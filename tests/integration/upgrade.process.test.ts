@@ -113,6 +113,8 @@ describe.skipIf(!!skip)("upgrade 0.2.1 → 0.2.2 → 0.2.3 (process manager)", (
       layout: "store",
       plan: "start",
       tool: "",
+      // The world's bucket is the stack's own (no settings check asked for): nothing to warn about.
+      warnings: [],
     });
     expect(sha256File(p1.json!.archive)).toBe(rel.sha256);
     expect(w.mirror.requests).not.toContain(`/0.2.2/${rel.prgcliArchiveName}`);

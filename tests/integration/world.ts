@@ -143,6 +143,8 @@ export async function startWorld(opts: { supervisor?: boolean; versions?: BuildS
     const supervisor = opts.supervisor ? await startSupervisor() : undefined;
     if (supervisor) started.push(supervisor);
     const root = tempDir("hosts");
+    // mkdtemp makes it 0700: the service runs as its own user, which must reach the hosts' dirs.
+    fs.chmodSync(root, 0o755);
     return {
       hosts: [],
       sshd,
@@ -204,7 +206,8 @@ export async function newHost(
   if (withSeparateKms) {
     // storage.kmsDataDir: KMS data the operator keeps outside the data dir, backed up with it.
     params.kmsDataDir = path.join(base, "var", "lib", "progressdb-kms");
-    fs.mkdirSync(params.kmsDataDir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(path.dirname(params.kmsDataDir), { recursive: true });
+    fs.mkdirSync(params.kmsDataDir, { mode: 0o700 });
     fs.writeFileSync(path.join(params.kmsDataDir, "wrapped-deks.json"), JSON.stringify({ dek: crypto.randomBytes(48).toString("base64") }), { mode: 0o600 });
   }
   const h: TestHost = {
@@ -360,8 +363,9 @@ export function configure(w: World, h: TestHost, config: string) {
 
 export type RestoreJson = RestoreResult;
 
-export function restore(w: World, h: TestHost, request: string, version: string, o: { stack?: string; secrets?: HostSecrets } = {}) {
-  const script = renderRestoreScript({ host: h.params, request, version, stack: o.stack ?? "itest", s3: w.s3, healthUrl: h.url });
+/** Restores `uri`, which must download with `sha256` (the program passes the one its ledger recorded). */
+export function restore(w: World, h: TestHost, backup: { uri: string; sha256: string }, version: string, o: { secrets?: HostSecrets } = {}) {
+  const script = renderRestoreScript({ host: h.params, uri: backup.uri, sha256: backup.sha256, version, s3: w.s3, healthUrl: h.url });
   return runScript<RestoreJson>(w, script, o.secrets ?? w.secrets);
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "vitest";
-import { ConfigError, compareVersions, crossingProblem, downgradeProblem, parseSettings } from "../../components/config";
+import { ConfigError, compareVersions, crossingProblem, downgradeProblem, parseSettings, secretWellFormed } from "../../components/config";
 import { binaryConfig, containerConfig, rawConfig } from "./fixtures";
 
 function problemsOf(values: Record<string, unknown>, secrets = {}): string[] {
@@ -61,7 +61,8 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     ["a zero timeout", set("health.timeoutSeconds", 0), "progressdb:health.timeoutSeconds must be greater than 0", ""],
     ["a negative interval", set("health.intervalSeconds", -1), "progressdb:health.intervalSeconds must be greater than 0", ""],
     ["a typo'd key", set("health.timeout", 5), "progressdb:health", "timeout"],
-    ["external KMS without endpoint", set("kms", { mode: "external" }), "progressdb:kms.endpoint is required when kms.mode is \"external\"", "pulumi config set --path progressdb:kms.endpoint"],
+    ["external KMS, which the real 0.2.1 cannot read through", set("kms", { mode: "external" }), "progressdb:kms.mode \"external\" is not supported: the real 0.2.1 fails reads through prgkms", "Use \"embedded\""],
+    ["kms.endpoint, which nothing would use", set("kms", { mode: "embedded", endpoint: "127.0.0.1:6820" }), "progressdb:kms", "endpoint"],
     ["a restore without a backup bucket", { ...set("backup", { enabled: false }), restore: { backup: "before:0.2.0" } }, "progressdb:backup.bucket is required when restore.backup is set", "pulumi config set --path progressdb:backup.bucket"],
     ["a malformed restore request", set("restore", { backup: "yesterday" }), "progressdb:restore.backup must be s3://<bucket>/<key>.tar.gz or before:<version>", ""],
   ])("%s", (_label, values, message, fix) => {
@@ -77,8 +78,8 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     expect(problems[0]).toContain("pulumi config set --secret progressdb:kmsMasterKeyHex");
   });
 
-  test("no master key is needed when KMS is external", () => {
-    const s = parseSettings(rawConfig(set("kms", { mode: "external", endpoint: "127.0.0.1:6820" }), { kmsMasterKeyHex: "absent" }));
+  test("no master key is needed when KMS is disabled", () => {
+    const s = parseSettings(rawConfig(set("kms", { mode: "disabled" }), { kmsMasterKeyHex: "absent" }));
     expect(s.secretsPresent.kmsMasterKeyHex).toBe(false);
   });
 
@@ -124,6 +125,99 @@ describe("parseSettings rejects, naming the key and the fix", () => {
   test("every problem at once, not just the first", () => {
     const problems = problemsOf({ ...binaryConfig(), version: "latest", health: { url: "nope" } });
     expect(problems.length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+// Issue 13: values that could hurt the host, leak a secret or break the service, refused at preview.
+describe("parseSettings refuses values that could hurt the host", () => {
+  const nested = (path: string, value: unknown, base = binaryConfig()) => set(path, value, base);
+  test.each([
+    // finding 1: the SSH host key
+    ["no host key and no explicit skip", set("deployment.host", { address: "10.0.0.5", port: 2200 }), "progressdb:deployment.host.hostKey is required: without it anyone who can intercept the SSH connection receives the secrets the program sends — set it with: ssh-keyscan -p 2200 -t ed25519 10.0.0.5 | pulumi config set --path progressdb:deployment.host.hostKey"],
+    ["a host key that is not a public key", nested("deployment.host.hostKey", "10.0.0.5 not-a-key"), "progressdb:deployment.host.hostKey must be the host's public key as ssh-keyscan prints it"],
+    // finding 3: overlapping or system paths
+    ["dbPath inside installDir's staging", nested("storage.dbPath", "/srv/progressdb/opt/staging/data"), "progressdb:storage.dbPath (/srv/progressdb/opt/staging/data) overlaps progressdb:deployment.binary.installDir"],
+    ["dbPath equal to installDir with a trailing slash", nested("storage.dbPath", "/srv/progressdb/opt/"), "progressdb:storage.dbPath (/srv/progressdb/opt) overlaps progressdb:deployment.binary.installDir (/srv/progressdb/opt): deployment.binary.installDir is the same directory as storage.dbPath"],
+    ["dbPath a parent of installDir", nested("storage.dbPath", "/srv/progressdb"), "progressdb:storage.dbPath (/srv/progressdb) overlaps progressdb:deployment.binary.installDir (/srv/progressdb/opt): deployment.binary.installDir is inside storage.dbPath"],
+    ["dbPath reached through ..", nested("storage.dbPath", "/srv/progressdb/x/../opt/y"), "progressdb:storage.dbPath (/srv/progressdb/opt/y) overlaps"],
+    ["kmsDataDir equal to installDir", nested("storage.kmsDataDir", "/srv/progressdb/opt"), "progressdb:storage.kmsDataDir (/srv/progressdb/opt) overlaps progressdb:deployment.binary.installDir"],
+    ["dbPath /etc", nested("storage.dbPath", "/etc"), "progressdb:storage.dbPath (/etc) is a system directory"],
+    ["installDir inside /usr", nested("deployment.binary.installDir", "/usr/lib/progressdb"), "progressdb:deployment.binary.installDir (/usr/lib/progressdb) is inside the system directory /usr"],
+    ["a relative dbPath", nested("storage.dbPath", "data"), "progressdb:storage.dbPath must be an absolute path"],
+    // finding 4: control characters
+    ["a carriage return in installDir", nested("deployment.binary.installDir", "/srv/progressdb/opt\rExecStart=/bin/sh -c id"), "progressdb:deployment.binary.installDir contains a control character (\\x0d)"],
+    ["a newline in serviceName", nested("deployment.binary.serviceName", "progressdb\n[program:evil]"), "progressdb:deployment.binary.serviceName contains a control character (\\x0a)"],
+    ["a carriage return in a header value", nested("health.headers", { "X-Tenant": "a\r\nX-Evil: 1" }), "progressdb:health.headers.X-Tenant contains a control character"],
+    ["a control character in a map key", nested("health.headers", { "X\u0000": "a" }), "progressdb:health.headers has a key with a control character (\\x00)"],
+    // finding 5: credentials in URLs
+    ["userinfo in health.url", nested("health.url", "http://admin:pw@127.0.0.1:18080"), "progressdb:health.url must not carry credentials (user:pass@)"],
+    ["userinfo in backup.endpoint", nested("backup.endpoint", "https://AKIA:secret@s3.example.com"), "progressdb:backup.endpoint must not carry credentials"],
+    ["userinfo in artifactUrl", nested("deployment.binary.artifactUrl", "https://u:p@mirror.example.com/{version}.tar.gz"), "progressdb:deployment.binary.artifactUrl must not carry credentials"],
+    ["API keys over http:// to another host", nested("health.url", "http://10.0.0.5:8080"), "progressdb:health.url is plain http:// to 10.0.0.5:8080, and the health check sends progressdb:apiKey and progressdb:adminApiKey there"],
+    // finding 9: schema gaps
+    ["an env key that is not a variable name", set("deployment.container.env", { "lower-case": "x" }, containerConfig()), "progressdb:deployment.container.env.lower-case must be an environment variable name"],
+    ["an env key that names a secret", set("deployment.container.env", { PROGRESSDB_KMS_MASTER_KEY_HEX: "ab" }, containerConfig()), "progressdb:deployment.container.env.PROGRESSDB_KMS_MASTER_KEY_HEX names a secret"],
+    ["no container port", set("deployment.container.ports", [], containerConfig()), "progressdb:deployment.container.ports must publish at least one port"],
+    ["a duplicate external port", set("deployment.container.ports", [{ internal: 8080, external: 8080 }, { internal: 9090, external: 8080 }], containerConfig()), "progressdb:deployment.container.ports publishes the same external port twice"],
+    ["a port 0", set("deployment.container.ports", [{ internal: 8080, external: 0 }], containerConfig()), "progressdb:deployment.container.ports.0.external must be 1–65535"],
+    ["a listen port out of range", nested("deployment.binary.listenAddr", "0.0.0.0:70000"), "progressdb:deployment.binary.listenAddr must end in a port 1–65535"],
+    ["an SSH port out of range", nested("deployment.host.port", 65536), "progressdb:deployment.host.port must be 1–65535"],
+    ["a bucket with two adjacent dots", nested("backup.bucket", "a..b"), "progressdb:backup.bucket must be an S3 bucket name: no two adjacent dots"],
+    ["an IP-like bucket", nested("backup.bucket", "192.168.1.1"), "progressdb:backup.bucket must be an S3 bucket name: not formatted like an IP address"],
+    ["an xn-- bucket", nested("backup.bucket", "xn--backups"), "progressdb:backup.bucket must be an S3 bucket name: no reserved prefix"],
+    ["an -s3alias bucket", nested("backup.bucket", "backups-s3alias"), "progressdb:backup.bucket must be an S3 bucket name: no reserved suffix"],
+    ["an interval longer than the timeout", nested("health.intervalSeconds", 90), "progressdb:health.intervalSeconds (90) is greater than health.timeoutSeconds (60)"],
+    ["an empty prerelease identifier", nested("version", "0.2.0-"), "progressdb:version must be an exact semver release"],
+    ["a prerelease with an empty part", nested("version", "0.2.0-alpha..1"), "progressdb:version must be an exact semver release"],
+    ["a prerelease with a leading zero", nested("version", "0.2.0-01"), "progressdb:version must be an exact semver release"],
+    ["a tcp:// docker host", set("deployment.container.dockerHost", "tcp://10.0.0.5:2375", containerConfig()), "progressdb:deployment.container.dockerHost is a tcp:// daemon, without TLS"],
+  ])("%s", (_label, values, message) => {
+    const problems = problemsOf(values);
+    expect(problems, JSON.stringify(problems)).toEqual(expect.arrayContaining([expect.stringContaining(message)]));
+  });
+
+  test("every rejection names a fix or the rule to follow", () => {
+    for (const p of problemsOf(nested("storage.dbPath", "/srv/progressdb/opt/data"))) expect(p).toMatch(/use separate directories|pulumi config set/);
+    expect(problemsOf(nested("deployment.binary.installDir", "/srv/x\ry"))[0]).toContain("pulumi config set --path progressdb:deployment.binary.installDir");
+    expect(problemsOf(nested("health.url", "http://10.0.0.5:8080"))[0]).toContain("pulumi config set --path progressdb:health.url https://10.0.0.5:8080");
+  });
+
+  test("accepts what is safe: a PEM with line breaks, https or loopback http with keys, plaintext by explicit choice, a well-formed prerelease", () => {
+    const pem = "-----BEGIN CERTIFICATE-----\r\nMIIB\n-----END CERTIFICATE-----\n";
+    expect(() => parseSettings(rawConfig(nested("health", { url: "https://10.0.0.5:8443", caCertPem: pem, timeoutSeconds: 60 })))).not.toThrow();
+    expect(() => parseSettings(rawConfig(nested("health", { url: "http://10.0.0.5:8080", allowPlaintextHttp: true })))).not.toThrow();
+    expect(() => parseSettings(rawConfig(nested("health.url", "http://localhost:18080")))).not.toThrow();
+    // Without any key to send, plain http to another host reveals nothing.
+    const operatorManaged = nested("deployment.binary.configFile", "/etc/progressdb/config.yaml");
+    expect(() => parseSettings(rawConfig(set("health.url", "http://10.0.0.5:8080", operatorManaged), { apiKey: "absent", adminApiKey: "absent" }))).not.toThrow();
+    expect(parseSettings(rawConfig(nested("version", "0.2.0-alpha.1"))).version).toBe("0.2.0-alpha.1");
+    expect(parseSettings(rawConfig(nested("storage.dbPath", "/srv/progressdb//data/"))).storage.dbPath).toBe("/srv/progressdb/data");
+  });
+});
+
+describe("secret shapes", () => {
+  test.each([
+    ["kmsMasterKeyHex", "ab".repeat(31), false],
+    ["kmsMasterKeyHex", "zz".repeat(32), false],
+    ["kmsMasterKeyHex", `${"ab".repeat(32)}\n`, true],
+    ["apiKey", "key with space", false],
+    ["apiKey", "line\nbreak", false],
+    ["apiKey", "sk_live-7f3a9c\n", true],
+    ["sshPrivateKey", "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n", true],
+  ] as const)("%s %j well-formed: %s", (key, value, ok) => {
+    expect(secretWellFormed(key, value)).toBe(ok);
+  });
+
+  test("a malformed secret is refused, naming the key and the fix, never the value", () => {
+    try {
+      parseSettings({ ...rawConfig(binaryConfig()), malformed: ["kmsMasterKeyHex", "apiKey"] });
+      throw new Error("config was accepted");
+    } catch (e) {
+      expect((e as ConfigError).problems).toEqual([
+        expect.stringContaining("progressdb:kmsMasterKeyHex must be exactly 64 hex characters (a 32-byte key) — set it again with: openssl rand -hex 32 | pulumi config set --secret progressdb:kmsMasterKeyHex"),
+        expect.stringContaining("progressdb:apiKey must be printable characters without spaces or line breaks"),
+      ]);
+    }
   });
 });
 

@@ -44,7 +44,11 @@ function setPath(config: Record<string, unknown>, path: string, value: unknown):
 }
 
 const SECRET_KEYS = [...Object.keys(TEST_SECRETS), "frontendApiKey"];
-const DEPLOYED = { version: "0.2.1" };
+const DEPLOYED = {
+  version: "0.2.1",
+  // The backup a restore of "before:0.2.1" resolves to.
+  backupLedger: [{ uri: "s3://backups/progressdb-backups/test/20260101T000000Z-0.2.0-to-0.2.1.tar.gz", sha256: "c".repeat(64), fromVersion: "0.2.0", toVersion: "0.2.1", at: "20260101T000000Z" }],
+};
 const base = (): Record<string, unknown> => ({ ...binaryConfig("0.2.1"), ...TEST_SECRETS });
 const run = (config: Record<string, unknown>) => runProgram(config, SECRET_KEYS, DEPLOYED);
 
@@ -68,6 +72,9 @@ const MATRIX: Array<[string, unknown, Class]> = [
   ["deployment.host.port", 2223, "no host action"],
   ["deployment.host.user", "deploy", "no host action"],
   ["deployment.host.awsCli", "/usr/local/bin/aws", "no host action"],
+  ["deployment.host.hostKey", "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGuZRy8WQfZ+1ib3Y6mC4Vw4n6Zk9zqXhJ3u1y5bP0oF", "no host action"],
+  ["deployment.host.insecureSkipHostKeyCheck", true, "no host action"],
+  ["deployment.binary.serviceUser", "pdb", "restart"],
   ["service.rateLimit.rps", 50, "restart"],
   ["service.rateLimit.burst", 400, "restart"],
   ["service.maxPayloadSize", "1MB", "restart"],
@@ -86,6 +93,7 @@ const MATRIX: Array<[string, unknown, Class]> = [
   ["backup.region", "eu-west-1", "no host action"],
   ["backup.bucket", "backups-2", "no host action"],
   ["backup.retentionDays", 7, "nothing"],
+  ["backup.objectLockDays", 7, "nothing"],
   ["health.timeoutSeconds", 90, "no host action"],
   ["health.intervalSeconds", 3, "health check only"],
   ["health.requestTimeoutSeconds", 7, "health check only"],
@@ -93,6 +101,7 @@ const MATRIX: Array<[string, unknown, Class]> = [
   ["health.smokeTest", true, "health check only"],
   ["health.autoRevert", false, "no host action"],
   ["health.dataContinuity", false, "no host action"],
+  ["health.allowPlaintextHttp", true, "nothing"],
   ["allowDowngrade", true, "nothing"],
 ];
 
@@ -191,12 +200,13 @@ const NOT_IN_MATRIX = [
   "storage.dbPath",
   "storage.kmsDataDir",
   "kms.mode",
-  "kms.endpoint",
   "backup.enabled",
   "backup.createBucket",
   "health.url",
   "health.caCertPem",
   "restore.backup",
+  // Only read together with restore.backup (the case above).
+  "restore.sha256",
 ];
 
 export type { Registration };

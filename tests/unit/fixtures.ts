@@ -1,14 +1,17 @@
 import { RawConfig, SecretKey, SecretState } from "../../components/config";
 
+/** A host public key as ssh-keyscan prints it (a real ed25519 key's public half; never a secret). */
+export const TEST_HOST_KEY = "[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk0OkZfwzXhfGsqm0rH/0M9JzU7bStF96knfic8iTx0";
+
 /** A valid binary-mode stack config, as the local stack has it. */
 export function binaryConfig(version = "0.1.2"): Record<string, unknown> {
   return {
     version,
     deployment: {
       mode: "binary",
-      host: { address: "127.0.0.1", port: 2222, user: "root" },
+      host: { address: "127.0.0.1", port: 2222, user: "root", hostKey: TEST_HOST_KEY },
       binary: {
-        installDir: "/srv/progressdb",
+        installDir: "/srv/progressdb/opt",
         serviceManager: "process",
         artifactUrl: "http://127.0.0.1:18090/{version}/progressdb_{version}_linux_{arch}.tar.gz",
         checksumsUrl: "http://127.0.0.1:18090/{version}/checksums.txt",
@@ -26,7 +29,7 @@ export function containerConfig(version = "0.1.2"): Record<string, unknown> {
     ...binaryConfig(version),
     deployment: {
       mode: "container",
-      host: { address: "10.0.0.5", user: "ops" },
+      host: { address: "10.0.0.5", user: "ops", hostKey: TEST_HOST_KEY.replace("[127.0.0.1]:2222", "10.0.0.5") },
       container: { image: "docker.io/progressdb/progressdb", dockerHost: "ssh://ops@10.0.0.5", ports: [{ internal: 8080, external: 8080 }] },
     },
   };

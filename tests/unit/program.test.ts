@@ -1,13 +1,19 @@
 // The resource graph under Pulumi mocks: what is created, in which order, what
 // a version change touches, and that secrets stay secret on the wire.
-import { describe, expect, test } from "vitest";
+import * as pulumi from "@pulumi/pulumi";
+import { describe, expect, test, vi } from "vitest";
 import { ProgramRun, Registration, SECRET_SIG, runProgram } from "./programHarness";
-import { TEST_SECRETS, binaryConfig, containerConfig } from "./fixtures";
+import { TEST_HOST_KEY, TEST_SECRETS, binaryConfig, containerConfig } from "./fixtures";
 
 const SECRET_KEYS = Object.keys(TEST_SECRETS);
 
 function run(config: Record<string, unknown>, previousOutputs: Record<string, unknown> = {}): Promise<ProgramRun> {
   return runProgram({ ...config, ...TEST_SECRETS }, SECRET_KEYS, previousOutputs);
+}
+
+/** A backup of this stack's ledger, taken for the upgrade to `toVersion`. */
+function ledgerEntry(toVersion: string) {
+  return { uri: `s3://backups/progressdb-backups/test/20260101T000000Z-0.1.2-to-${toVersion}.tar.gz`, sha256: "c".repeat(64), fromVersion: "0.1.2", toVersion, at: "20260101T000000Z" };
 }
 
 function dependsOn(run: ProgramRun, dependent: string, dependency: string): boolean {
@@ -87,7 +93,7 @@ describe("binary mode", () => {
   });
 
   test("a restore runs after the backup and before the install, and re-arms the health check", async () => {
-    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.1.3" } }, { version: "0.1.3" });
+    const r = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.1.3" } }, { version: "0.1.3", backupLedger: [ledgerEntry("0.1.3")] });
     expect(r.byName("progressdb-restore").type).toBe("progressdb:backup:Restore");
     expect(dependsOn(r, "progressdb-restore-data", "progressdb-backup-upload")).toBe(true);
     expect(dependsOn(r, "progressdb-deploy-install", "progressdb-restore-data")).toBe(true);
@@ -152,11 +158,32 @@ describe("binary mode", () => {
     const bucket = withBucket.byName("progressdb-bucket-bucket");
     expect(bucket.type).toBe("aws:s3/bucket:Bucket");
     expect(bucket.protect).toBe(true);
-    expect(withBucket.byName("progressdb-bucket-expiry").inputs.rules).toEqual([expect.objectContaining({ expiration: { days: 14 } })]);
+    expect(withBucket.byName("progressdb-bucket-expiry").inputs.rules).toEqual(expect.arrayContaining([expect.objectContaining({ expiration: { days: 14 } })]));
     expect(withBucket.byName("progressdb-bucket-public-access").inputs).toMatchObject({ blockPublicAcls: true, restrictPublicBuckets: true });
     expect(dependsOn(withBucket, "progressdb-preflight-check", "progressdb-bucket-bucket")).toBe(true);
     const without = await run(binaryConfig());
     expect(without.registrations.some((x) => x.type.startsWith("aws:"))).toBe(false);
+  });
+
+  test("every host step's connection pins the host key; skipping the check is explicit and warned about on every run", async () => {
+    const hostSteps = (r: ProgramRun) => r.registrations.filter((x) => x.type === "command:remote:Command");
+    const pinned = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(hostSteps(pinned).length).toBeGreaterThan(0);
+    for (const step of hostSteps(pinned)) expect((step.inputs.connection as { hostKey?: string }).hostKey, step.name).toBe(TEST_HOST_KEY);
+
+    const warn = vi.spyOn(pulumi.log, "warn");
+    try {
+      const base = binaryConfig("0.2.1");
+      const host: Record<string, unknown> = { ...(base.deployment as { host: Record<string, unknown> }).host, insecureSkipHostKeyCheck: true };
+      delete host.hostKey;
+      const insecure = await run({ ...base, deployment: { ...(base.deployment as object), host } }, { version: "0.1.2" });
+      for (const step of hostSteps(insecure)) expect(step.inputs.connection).not.toHaveProperty("hostKey");
+      expect(warn.mock.calls.map((c) => String(c[0]))).toEqual(
+        expect.arrayContaining([expect.stringMatching(/^progressdb:deployment\.host\.insecureSkipHostKeyCheck is true: the SSH host key of 127\.0\.0\.1 is not checked.*ssh-keyscan -p 2222/)]),
+      );
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   test("with backups disabled, the install follows the preflight directly", async () => {
@@ -199,7 +226,7 @@ describe("downgrade guard", () => {
   test("an upgrade, a restore request or the explicit override passes", async () => {
     await expect(run(binaryConfig("0.2.2"), { version: "0.2.1" })).resolves.toBeDefined();
     await expect(run({ ...binaryConfig("0.2.1"), allowDowngrade: true }, { version: "0.2.2" })).resolves.toBeDefined();
-    await expect(run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.1" } }, { version: "0.2.1" })).resolves.toBeDefined();
+    await expect(run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.2.1" } }, { version: "0.2.1", backupLedger: [ledgerEntry("0.2.1")] })).resolves.toBeDefined();
   });
 });
 
