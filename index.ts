@@ -4,7 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { crossingProblem, downgradeProblem } from "./components/config";
 import { loadStackConfig } from "./components/stackConfig";
 import { KeptData, ProgressDb } from "./components/progressDb";
-import { ledgerFromOutputs, resolveRestore } from "./components/backupLedger";
+import { ledgerFromOutputs, mayNameThisVersionsBackup, resolveRestore } from "./components/backupLedger";
 
 export = async () => {
   const { settings, secrets } = loadStackConfig();
@@ -30,10 +30,11 @@ export = async () => {
     version: deployed,
     previousVersion: normalize(await out("previousVersion")),
   });
+  // Refused here, before any resource exists, unless this version's own backup (in state) may answer it.
   const restore = resolveRestore(settings, pulumi.getStack(), ledger);
-  if (restore && "refusal" in restore) throw new pulumi.RunError(restore.refusal);
+  if (restore && "refusal" in restore && !mayNameThisVersionsBackup(settings)) throw new pulumi.RunError(restore.refusal);
 
-  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData, backupLedger: ledger, restore });
+  const db = new ProgressDb("progressdb", { settings, secrets, stack: pulumi.getStack(), deployedVersion: deployed, fromVersion: from, previousKeptData: keptData, backupLedger: ledger });
   return {
     version: db.version,
     previousVersion: db.previousVersion,

@@ -44,6 +44,21 @@ export function appendBackup(ledger: readonly BackupRecord[], record: BackupReco
   return [...ledger, record].slice(-LEDGER_LIMIT);
 }
 
+/** Where this stack's backups live: `s3://<bucket>/<prefix>/<stack>/`. */
+function backupPlace(s: Pick<Settings, "backup">, stack: string): string {
+  return `s3://${s.backup.bucket}/${s.backup.prefix ? `${s.backup.prefix}/` : ""}${stack}/`;
+}
+
+/**
+ * Whether the request is `before:<this version>`, which may name the backup this update's chain already
+ * holds in state: the one the last update to this version took before it failed (a failed update writes
+ * no outputs, so that backup is not in the ledger yet). Such a request is resolved once that backup's
+ * result is known. (A URI names its object, so it is found in the ledger or refused at once.)
+ */
+export function mayNameThisVersionsBackup(s: Pick<Settings, "restore" | "backup" | "version">): boolean {
+  return s.backup.enabled && s.restore.backup === `before:${s.version}`;
+}
+
 /** What a restore request resolves to: the object and the sha256 its download must have. */
 export interface RestoreSource {
   /** progressdb:restore.backup as set (the step runs again only when it changes). */
@@ -63,7 +78,7 @@ export function resolveRestore(s: Pick<Settings, "restore" | "backup">, stack: s
   const request = s.restore.backup;
   if (!request) return undefined;
   const given = s.restore.sha256;
-  const place = `s3://${s.backup.bucket}/${s.backup.prefix ? `${s.backup.prefix}/` : ""}${stack}/`;
+  const place = backupPlace(s, stack);
   const key = `${PROJECT}:restore.backup`;
   const known = ledger.slice(-5).map((r) => `${r.uri} (${r.fromVersion} → ${r.toVersion})`).join(", ") || "none";
   if (request.startsWith("before:")) {

@@ -219,6 +219,9 @@ export class ContainerDeployment extends pulumi.ComponentResource {
         parent: this,
         provider: args.image.provider,
         deleteBeforeReplace: true,
+        // The docker provider updates a healthcheck change in place (no ForceNew upstream), and
+        // that update leaves the running container as it was: replace it, so the new check runs.
+        replaceOnChanges: ["healthcheck"],
         dependsOn: [configure, releaseConfig],
         // `pulumi destroy` deletes the provider too: then the container is not deleted, so the
         // database keeps running (and its data stays on the host mount). A replacement (new image,

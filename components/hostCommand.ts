@@ -24,8 +24,11 @@ export interface HostCommandArgs {
 }
 
 /**
- * One host script run over SSH. stdout (one JSON line, never secret) lands in
- * state; only stderr (progress) is logged, and stdin is kept secret.
+ * One host script run over SSH. stdout (one JSON line, never secret) and stderr
+ * (progress) land in state in plaintext (the command provider never marks them
+ * secret), so neither may ever carry a secret: the secrets come on stdin, which
+ * is kept secret. Only stderr is logged; a failure's error shows the script
+ * text and both streams whatever `logging` says.
  */
 export function hostCommand(name: string, args: HostCommandArgs, opts: pulumi.CustomResourceOptions): remote.Command {
   return new remote.Command(
@@ -44,8 +47,8 @@ export function hostCommand(name: string, args: HostCommandArgs, opts: pulumi.Cu
 
 /**
  * A host script's result: its one stdout JSON line. The scripts never print a
- * secret there, so the parsed values are unsecret even where the provider marks
- * all of stdout secret because stdin was.
+ * secret there; stdout is plain in state (`unsecret` only guards against a
+ * provider that would mark it secret).
  */
 export function scriptResult<T>(cmd: remote.Command): pulumi.Output<T> {
   return pulumi.unsecret(cmd.stdout).apply((out) => parseScriptResult<T>(out));

@@ -98,6 +98,8 @@ export interface PreflightParams {
   s3?: S3Params;
   /** The stack does not manage the bucket: warn when it is not versioned or has no default encryption. */
   checkBucketSettings?: boolean;
+  /** The stack created the bucket: tag all but the newest of this stack's backups superseded (its lifecycle rule expires only those). */
+  supersedeOlderBackupsOf?: string;
 }
 
 export interface BackupParams {
@@ -442,6 +444,7 @@ export function renderPreflightScript(p: PreflightParams): string {
     PDB_MIN_FREE_MB: p.minFreeMb,
     ...s3Vars(p.s3, false),
     PDB_S3_CHECK_SETTINGS: p.checkBucketSettings ? 1 : undefined,
+    PDB_SUPERSEDE_PREFIX: p.s3 && p.supersedeOlderBackupsOf ? `${p.s3.prefix ? `${p.s3.prefix}/` : ""}${p.supersedeOlderBackupsOf}/` : undefined,
     PDB_LISTEN_ADDR: p.host.listenAddr,
     PDB_TARGET_LAYOUT: p.targetLayout,
     PDB_TOOL_URL: p.migrationTool?.url,

@@ -7,7 +7,7 @@ import { renderSecretsStdin } from "./hostScripts";
 import { familyOf, ReleaseFamily, ServiceConfig } from "./releases";
 import { Preflight } from "./preflight";
 import { Restore } from "./restore";
-import { BackupRecord, RestoreSource, appendBackup } from "./backupLedger";
+import { BackupRecord, appendBackup, resolveRestore } from "./backupLedger";
 import { Backup } from "./backup";
 import { BackupBucket } from "./backupBucket";
 import { Migrate } from "./migrate";
@@ -35,8 +35,6 @@ export interface ProgressDbArgs {
   previousKeptData?: KeptData;
   /** The stack's ledger of verified backups from its last outputs: carried on, with this update's backup appended. */
   backupLedger?: BackupRecord[];
-  /** progressdb:restore.backup resolved through the ledger (or restore.sha256): what to restore and its sha256. */
-  restore?: RestoreSource;
 }
 
 /** Data a migration kept beside the migrated data dir, for a rollback across the data format. */
@@ -181,6 +179,7 @@ export class ProgressDb extends pulumi.ComponentResource {
         operatorConfig: host.configFile ? family.operatorConfig : undefined,
         s3,
         checkBucketSettings: !s.backup.createBucket,
+        supersedeOlderBackupsOf: s.backup.createBucket ? args.stack : undefined,
         stdin: s3Stdin,
       },
       { ...child, dependsOn: [...afterBucket, probe] },
@@ -219,11 +218,21 @@ export class ProgressDb extends pulumi.ComponentResource {
       ? new Backup(`${name}-backup`, { connection, host, version, runKey, stack: args.stack, s3, stdin: s3Stdin }, { ...child, dependsOn: beforeBackup })
       : undefined;
 
-    // 3b. A requested restore puts a backup in place of the data (the data it replaces is moved aside).
-    const restore = args.restore
+    // The ledger of verified backups, this update's own appended (in state even when the update that took it failed).
+    const ledger = args.backupLedger ?? [];
+    this.backupLedger = backup
+      ? pulumi
+          .all([backup.uri, backup.sha256, backup.fromVersion, backup.at])
+          .apply(([uri, sha256, fromVersion, at]) => (uri ? appendBackup(ledger, { uri, sha256, fromVersion, toVersion: version, at }) : ledger))
+      : pulumi.output(ledger);
+
+    // 3b. A requested restore puts a backup in place of the data (the data it replaces is moved aside),
+    // resolved through the ledger: the download must have the sha256 this stack recorded.
+    const request = s.restore.backup;
+    const restore = request
       ? new Restore(
           `${name}-restore`,
-          { connection, host, ...args.restore, version, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
+          { connection, host, request, source: restoreSource(s, args.stack, ledger, this.backupLedger), version, s3: s3Params(s), healthUrl: s.health.url, stdin: s3Stdin },
           { ...child, dependsOn: backup ? [backup] : beforeBackup },
         )
       : undefined;
@@ -342,12 +351,6 @@ export class ProgressDb extends pulumi.ComponentResource {
     this.backupUri = backup?.uri ?? pulumi.output("");
     this.backupSha256 = backup?.sha256 ?? pulumi.output("");
     this.backupSize = backup?.size ?? pulumi.output(0);
-    const ledger = args.backupLedger ?? [];
-    this.backupLedger = backup
-      ? pulumi
-          .all([backup.uri, backup.sha256, backup.fromVersion, backup.at])
-          .apply(([uri, sha256, fromVersion, at]) => (uri ? appendBackup(ledger, { uri, sha256, fromVersion, toVersion: version, at }) : ledger))
-      : pulumi.output(ledger);
     this.healthStatus = pulumi.all([finalize.version, health.status]).apply(([, status]) => status);
     this.versionProof = health.versionProof;
     this.dataContinuity = health.continuity;
@@ -375,4 +378,19 @@ export class ProgressDb extends pulumi.ComponentResource {
       previousImageRef: this.previousImageRef,
     });
   }
+}
+
+/**
+ * The restore request resolved through the ledger of the last update's outputs; failing that, through
+ * the one with this update's backup appended (a backup whose update failed is only in state). A
+ * refusal fails the update before the restore runs.
+ */
+function restoreSource(s: Settings, stack: string, previous: BackupRecord[], withThisBackup: pulumi.Output<BackupRecord[]>): pulumi.Input<{ uri: string; sha256: string }> {
+  const known = resolveRestore(s, stack, previous);
+  if (known && !("refusal" in known)) return { uri: known.uri, sha256: known.sha256 };
+  return withThisBackup.apply((ledger) => {
+    const source = resolveRestore(s, stack, ledger);
+    if (!source || "refusal" in source) throw new pulumi.RunError(source?.refusal ?? "no restore was requested");
+    return { uri: source.uri, sha256: source.sha256 };
+  });
 }

@@ -2,10 +2,12 @@ import * as pulumi from "@pulumi/pulumi";
 import { RestoreParams, RestoreResult, renderReplayScript, renderRestoreScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
-/** The restore script's parameters, the request they were resolved from, and how to reach the host. */
-export type RestoreArgs = RestoreParams & HostAccess & {
+/** The restore script's parameters, the request and what it resolved to, and how to reach the host. */
+export type RestoreArgs = Omit<RestoreParams, "uri" | "sha256"> & HostAccess & {
   /** progressdb:restore.backup as set (`before:<version>` or the URI): the step runs again only when it changes. */
   request: string;
+  /** The object and the sha256 its download must have (known once this update's backup result is). */
+  source: pulumi.Input<{ uri: string; sha256: string }>;
 };
 
 /**
@@ -29,7 +31,7 @@ export class Restore extends pulumi.ComponentResource {
       `${name}-data`,
       {
         connection: args.connection,
-        script: renderRestoreScript(args),
+        script: pulumi.output(args.source).apply(({ uri, sha256 }) => renderRestoreScript({ ...args, uri, sha256 })),
         stdin: args.stdin,
         triggers: [args.request],
         // Later upgrades change the script text (it names the version to run), a key rotation its stdin:

@@ -17,10 +17,9 @@
 # The KMS master key is never on disk in these dirs; a file named
 # progressdb.env (the service env file) is excluded anyway.
 #
-# Retention: once the new backup is verified, this instance's older objects
-# (everything else under <prefix>/<stack>/) are tagged progressdb-backup=superseded;
-# the bucket's lifecycle rule expires only tagged objects, so the newest backup
-# of an instance never expires. A failed tagging only warns (they are kept).
+# Retention: the next upgrade's preflight tags this backup's predecessors
+# superseded (not this script: nothing here may lengthen the time the service
+# is stopped). The partial upload's leftover version is tagged here.
 #
 # On success the service is left STOPPED (install starts the new version).
 # If anything fails after the stop, the EXIT trap restarts the service on the
@@ -245,25 +244,6 @@ if [ "$vsha" != "$sha" ] || [ "$vsize" != "$size" ]; then
   fail 1 "verification failed: downloaded $uri is $vsize bytes sha256 $vsha, expected $size bytes sha256 $sha"
 fi
 log "verified $uri ($size bytes, sha256 $sha); $PDB_SERVICE_NAME stays stopped for the install"
-
-dir="${key%/*}/"
-if ! older=$(aws_s3 s3api list-objects-v2 --bucket "$PDB_S3_BUCKET" --prefix "$dir" --query 'Contents[].Key' --output text 2>&1); then
-  log "WARNING: could not list s3://$PDB_S3_BUCKET/$dir to mark older backups superseded (they are kept, not expired): $(printf '%s' "$older" | tr '\n' ' ')"
-  older=''
-fi
-pids=''
-for k in $older; do
-  case $k in "$key" | "$key.sha256" | None) continue ;; esac
-  aws_s3 s3api put-object-tagging --bucket "$PDB_S3_BUCKET" --key "$k" --tagging "$SUPERSEDED" >/dev/null 2>>"$work/tag.err" &
-  pids="$pids $!"
-done
-untagged=0
-for p in $pids; do wait "$p" || untagged=$((untagged + 1)); done
-if [ "$untagged" -gt 0 ]; then
-  log "WARNING: $untagged older object(s) under s3://$PDB_S3_BUCKET/$dir could not be tagged superseded (they are kept, not expired; the next backup retries): $(tr '\n' ' ' <"$work/tag.err")"
-elif [ -n "$pids" ]; then
-  log "older backups under s3://$PDB_S3_BUCKET/$dir tagged superseded: they expire after the bucket's retention"
-fi
 
 record_result backup "$(printf '{"uri":%s,"bucket":%s,"key":%s,"size":%s,"sha256":%s,"fromVersion":%s,"toVersion":%s,"at":%s}' \
   "$(json_str "$uri")" "$(json_str "$PDB_S3_BUCKET")" "$(json_str "$key")" "$size" "$(json_str "$sha")" \

@@ -19,6 +19,8 @@
 #   PDB_CFG_DB_KEY PDB_CFG_REQUIRED (how to check an operator's config file)
 #   PDB_S3_CHECK_SETTINGS (1: the stack does not manage the bucket; warn when it is
 #   not versioned or has no default encryption)
+#   PDB_SUPERSEDE_PREFIX (<prefix>/<stack>/ in a bucket the stack created: tag all
+#   but the newest backup there superseded)
 # Container mode (PDB_SERVICE_MANAGER=docker) has no archive: PDB_ARTIFACT_URL is "".
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"archive":"<staged path>","sha256":"<hex>","reused":<bool>,"layout":"root|store|empty",
@@ -28,7 +30,7 @@ set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
 : "${PDB_VERSION:?}" "${PDB_MIN_FREE_MB:?}" "${PDB_ARTIFACT_URL=}" "${PDB_ARCHIVE_NAME=}"
 : "${PDB_LISTEN_ADDR=}" "${PDB_TARGET_LAYOUT:?}" "${PDB_TOOL_URL=}" "${PDB_TOOL_ARCHIVE=}"
-: "${PDB_CFG_DB_KEY=}" "${PDB_CFG_REQUIRED=}" "${PDB_S3_CHECK_SETTINGS=}"
+: "${PDB_CFG_DB_KEY=}" "${PDB_CFG_REQUIRED=}" "${PDB_S3_CHECK_SETTINGS=}" "${PDB_SUPERSEDE_PREFIX=}"
 : "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_AWS:=aws}" "${PDB_SERVICE_USER:?}"
 : "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SYSTEMD_UNIT_DIR:=/etc/systemd/system}"
 : "${PDB_CHECKSUMS_URL=}" "${PDB_SHA256=}" "${PDB_S3_BUCKET=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}"
@@ -170,6 +172,36 @@ if [ -n "$PDB_S3_BUCKET" ] && [ "$PDB_S3_CHECK_SETTINGS" = 1 ]; then
     esac
     warn "$b $why: backups may be stored unencrypted — turn it on: aws s3api put-bucket-encryption --bucket $PDB_S3_BUCKET --server-side-encryption-configuration '{\"Rules\":[{\"ApplyServerSideEncryptionByDefault\":{\"SSEAlgorithm\":\"AES256\"}}]}'"
   fi
+fi
+
+# 3c. Retention, when the stack created the bucket (its lifecycle rule expires
+# only objects tagged superseded): every backup of this instance but the newest,
+# with its sidecar, is tagged. Done here, not after the backup, so that no S3
+# round trip lengthens the time the service is stopped. Keys start with their
+# UTC time, so the newest sorts last. A failure only warns: untagged backups are
+# kept, not lost, and the next preflight tries again.
+if [ -n "$PDB_S3_BUCKET" ] && [ -n "$PDB_SUPERSEDE_PREFIX" ]; then
+  where="s3://$PDB_S3_BUCKET/$PDB_SUPERSEDE_PREFIX"
+  if ! keys=$(aws_s3 s3api list-objects-v2 --bucket "$PDB_S3_BUCKET" --prefix "$PDB_SUPERSEDE_PREFIX" --query 'Contents[].Key' --output text 2>&1); then
+    warn "could not list $where to tag older backups superseded (they are kept, not expired): $(printf '%s' "$keys" | tr '\n' ' ')"
+    keys=''
+  fi
+  newest=$(printf '%s\n' "$keys" | tr -s '[:space:]' '\n' | grep '\.tar\.gz$' | sort | tail -n 1)
+  tag_err=$(mktemp)
+  pids=''
+  for k in $keys; do
+    case $k in "$newest" | "$newest.sha256" | None) continue ;; esac
+    aws_s3 s3api put-object-tagging --bucket "$PDB_S3_BUCKET" --key "$k" --tagging 'TagSet=[{Key=progressdb-backup,Value=superseded}]' >/dev/null 2>>"$tag_err" &
+    pids="$pids $!"
+  done
+  untagged=0
+  for p in $pids; do wait "$p" || untagged=$((untagged + 1)); done
+  if [ "$untagged" -gt 0 ]; then
+    warn "$untagged older backup object(s) under $where could not be tagged superseded (they are kept, not expired; the next preflight tries again): $(tr '\n' ' ' <"$tag_err")"
+  elif [ -n "$pids" ]; then
+    log "backups under $where older than ${newest##*/} tagged superseded: they expire after the bucket's retention"
+  fi
+  rm -f -- "$tag_err"
 fi
 
 # 4. Release archive (and the migration tool), verified.

@@ -1,9 +1,9 @@
 /**
  * Backup retention and bucket checks against real MinIO through the aws CLI,
- * over real SSH: after each verified backup the instance's older backups (and
- * their sidecars) are tagged superseded — the only objects the bucket's
+ * over real SSH: the next upgrade's preflight tags the instance's backups but
+ * the newest (and their sidecars) superseded — the only objects the bucket's
  * lifecycle rule expires — and the newest never is; the partial upload's
- * leftover version is tagged too. The preflight warns (naming
+ * leftover version is tagged by the backup. The preflight warns (naming
  * progressdb:backup.bucket and the fix) when a bucket the stack does not
  * manage is unversioned or has no default encryption.
  */
@@ -51,21 +51,43 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
     return r.json!;
   }
 
-  it("after each backup the older ones of the instance are tagged superseded, the newest is not", async () => {
-    const first = await takeBackup("0.2.1");
-    expect(await tagsOf(VERSIONED, first.key!)).toEqual([]);
-    const other = await takeBackup("0.2.1", "other-stack");
-    expect(other.key).toContain("/other-stack/");
+  /** The preflight of the next upgrade, in a bucket the stack created (so it tags, and checks nothing else). */
+  async function nextPreflight(stack = "itest"): Promise<PreflightResult> {
+    const rel = w.mirror.release("0.2.1");
+    const script = renderPreflightScript({
+      host: h.params,
+      version: "0.2.1",
+      artifactUrl: rel.artifactUrl,
+      checksumsUrl: rel.checksumsUrl,
+      archiveName: rel.archiveName,
+      minFreeMb: 1,
+      s3,
+      targetLayout: familyOf("0.2.1").dataLayout,
+      supersedeOlderBackupsOf: stack,
+    });
+    const r = await runScript<PreflightResult>(w, script, w.secrets);
+    expect(r.code, r.stderr).toBe(0);
+    return r.json!;
+  }
 
+  it("the next preflight tags every backup of the instance but the newest superseded; the backup itself tags nothing (no S3 call while the service is stopped)", async () => {
+    const first = await takeBackup("0.2.1");
+    const other = await takeBackup("0.2.1", "other-stack");
+    expect(other.key, JSON.stringify(other)).toContain("/other-stack/");
     const second = await takeBackup("0.2.2");
+    // Taking the second backup tagged nothing.
+    expect(await tagsOf(VERSIONED, first.key!)).toEqual([]);
+
+    expect((await nextPreflight()).warnings).toEqual([]);
     expect(await tagsOf(VERSIONED, first.key!)).toEqual(SUPERSEDED);
     expect(await tagsOf(VERSIONED, `${first.key}.sha256`)).toEqual(SUPERSEDED);
     expect(await tagsOf(VERSIONED, second.key!)).toEqual([]);
     expect(await tagsOf(VERSIONED, `${second.key}.sha256`)).toEqual([]);
-    // Another instance's (stack's) newest backup is not touched.
+    // Another instance's (stack's) backups are not touched.
     expect(await tagsOf(VERSIONED, other.key!)).toEqual([]);
 
     const third = await takeBackup("0.2.3");
+    await nextPreflight();
     for (const k of [first.key!, second.key!]) expect(await tagsOf(VERSIONED, k)).toEqual(SUPERSEDED);
     expect(await tagsOf(VERSIONED, third.key!)).toEqual([]);
     // The published object did not inherit the partial's tag (the copy happens before it is tagged).

@@ -75,6 +75,14 @@ describe("restore source", () => {
     expect(failure.message).toContain(`progressdb:restore.sha256 (${"a".repeat(64)}) is not the sha256 this stack recorded for ${LEDGER[0].uri}`);
   });
 
+  test("before:<this version> after a failed upgrade (its backup only in state, not in the ledger) restores that backup with the sha256 it verified", async () => {
+    // The last update to 0.2.1 failed after its backup: no outputs were written, so the ledger stops at 0.2.0.
+    const r = await run({ backup: "before:0.2.1" }, { version: "0.2.0", backupLedger: [record(1, "0.2.0")] });
+    const create = String(r.byName("progressdb-restore-data").inputs.create);
+    expect(create).toContain(`PDB_RESTORE='${String(r.outputs.backupUri)}'`);
+    expect(create).toContain(`PDB_SHA256='${"b".repeat(64)}'`); // the mocked backup script's verified sha256
+  });
+
   test("before:<version> with no such backup in the ledger is refused, naming the key", async () => {
     const failure = await refusal({ backup: "before:0.3.0" });
     expect(failure.message).toContain("progressdb:restore.backup before:0.3.0: this stack's backup ledger (its backupLedger output) has no backup taken before upgrading to 0.3.0");
