@@ -40,7 +40,7 @@ if (skip) console.warn(`\n\n*** SKIPPING the engine fault suite: ${skip} ***\n`)
 /** Where every pulumi output of the run is also written, for a human to read after a failure. */
 const DEBUG_LOG = path.join(REPO, ".state", "faults-engine.log");
 
-describe.skipIf(!!skip)("faults under the real engine", () => {
+describe.skipIf(!!skip)("faults under the real engine", { timeout: 180_000 }, () => {
   let w: EngineWorld;
   let sshd: RestartableSshd;
   let s3proxy: SwitchableProxy;
