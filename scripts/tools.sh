@@ -16,7 +16,8 @@
 #        the real pulumi executable; putting them on PATH instead makes it print warnings)
 #   .tools/providers-<srchash>/pulumi-resource-{command,docker}   stand-in providers (tools/providers)
 #   .tools/minio-<modver>/minio                     MinIO server
-#   .tools/bin/{pulumi,minio}                       symlinks
+#   .tools/actionlint-<ver>/actionlint              GitHub Actions workflow linter (github.com/rhysd/actionlint)
+#   .tools/bin/{pulumi,minio,actionlint}            symlinks
 #   .tools/pulumi-home/plugins/resource-{command,docker}-v<ver>/   the providers, installed where
 #                                                   the engine looks when PULUMI_HOME=.tools/pulumi-home
 # The `bash -c '...' _ args` build commands expand $1.. inside the child shell on purpose.
@@ -69,6 +70,7 @@ PROVIDERS_DIR="$TOOLS/providers-$(src_hash "$ROOT/tools/providers")"
 # Stand-in resource providers: <plugin name>:<version the npm SDK asks for>.
 PROVIDERS=("command:$NPM_COMMAND_VERSION" "docker:$NPM_DOCKER_VERSION")
 MINIO_DIR="$TOOLS/minio-$MINIO_MODULE_VERSION"
+ACTIONLINT_DIR="$TOOLS/actionlint-$ACTIONLINT_VERSION"
 # The providers are installed into the plugin cache of .tools/pulumi-home (the PULUMI_HOME
 # that tools-env.sh sets) and, when the caller has another PULUMI_HOME set, into that one too.
 PULUMI_HOME_DIR="$TOOLS/pulumi-home"
@@ -113,8 +115,10 @@ up_to_date() {
   [ -x "$PULUMI_DIR/pulumi" ] && [ -x "$PULUMI_DIR/pulumi-language-nodejs" ] &&
     [ -f "$PULUMI_DIR/.langhost-$LANGHOST_HASH" ] && [ -x "$PULUMI_DIR/pulumi-resource-pulumi-nodejs" ] &&
     [ -x "$PROVIDERS_DIR/pulumi-resource-command" ] && [ -x "$PROVIDERS_DIR/pulumi-resource-docker" ] && [ -x "$MINIO_DIR/minio" ] &&
+    [ -x "$ACTIONLINT_DIR/actionlint" ] &&
     [ "$(readlink "$BIN/pulumi" 2>/dev/null)" = "$PULUMI_DIR/pulumi" ] &&
-    [ "$(readlink "$BIN/minio" 2>/dev/null)" = "$MINIO_DIR/minio" ] || return 1
+    [ "$(readlink "$BIN/minio" 2>/dev/null)" = "$MINIO_DIR/minio" ] &&
+    [ "$(readlink "$BIN/actionlint" 2>/dev/null)" = "$ACTIONLINT_DIR/actionlint" ] || return 1
   local h p
   for h in "${PULUMI_HOMES[@]}"; do
     for p in "${PROVIDERS[@]}"; do plugin_ok "$h" "${p%%:*}" "${p#*:}" || return 1; done
@@ -128,7 +132,7 @@ if [ "$ENV_ONLY" = 1 ]; then
 fi
 
 if up_to_date; then
-  say "tools up to date in $TOOLS (pulumi $PULUMI_VERSION, command v$NPM_COMMAND_VERSION and docker v$NPM_DOCKER_VERSION stand-ins, minio $MINIO_MODULE_VERSION)"
+  say "tools up to date in $TOOLS (pulumi $PULUMI_VERSION, command v$NPM_COMMAND_VERSION and docker v$NPM_DOCKER_VERSION stand-ins, minio $MINIO_MODULE_VERSION, actionlint $ACTIONLINT_VERSION)"
 else
   command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || die "go not found (need Go >= 1.25 on PATH or in /usr/local/go/bin)"
   command -v go >/dev/null 2>&1 || PATH="/usr/local/go/bin:$PATH"
@@ -231,10 +235,20 @@ else
     rm -rf "$MINIO_DIR" && mv "$MINIO_DIR.tmp" "$MINIO_DIR"
   fi
 
-  # 6. Symlinks. Only pulumi and minio go on PATH: the language host and the launcher are found
-  #    next to the real pulumi binary, the command provider in PULUMI_HOME.
+  # 6. actionlint (the CI workflow's linter; tests/ci/workflow.test.ts).
+  if [ ! -x "$ACTIONLINT_DIR/actionlint" ]; then
+    rm -rf "$ACTIONLINT_DIR.tmp" && mkdir -p "$ACTIONLINT_DIR.tmp"
+    build_step "building actionlint $ACTIONLINT_VERSION" \
+      env GOBIN="$ACTIONLINT_DIR.tmp" go install "${GOFLAGS_COMMON[@]}" -ldflags "-s -w" \
+        "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+    rm -rf "$ACTIONLINT_DIR" && mv "$ACTIONLINT_DIR.tmp" "$ACTIONLINT_DIR"
+  fi
+
+  # 7. Symlinks. Only pulumi, minio and actionlint go on PATH: the language host and the launcher
+  #    are found next to the real pulumi binary, the command provider in PULUMI_HOME.
   ln -sfn "$PULUMI_DIR/pulumi" "$BIN/pulumi"
   ln -sfn "$MINIO_DIR/minio" "$BIN/minio"
+  ln -sfn "$ACTIONLINT_DIR/actionlint" "$BIN/actionlint"
   for stale in pulumi-language-nodejs pulumi-resource-pulumi-nodejs pulumi-resource-command; do
     rm -f "$BIN/$stale"
   done

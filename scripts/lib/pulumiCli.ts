@@ -67,6 +67,15 @@ export interface StackOptions {
   passphrase: string;
   /** Lines of output are passed here as they arrive (progress on long steps). */
   onOutput?: (line: string) => void;
+  /**
+   * A backend other than the file backend under workDir, e.g.
+   * `s3://bucket?endpoint=http://127.0.0.1:9000&s3ForcePathStyle=true`: init() runs
+   * `pulumi login <backendUrl>` first, and the login is kept in workDir/credentials
+   * (PULUMI_CREDENTIALS_PATH), never in the shared PULUMI_HOME.
+   */
+  backendUrl?: string;
+  /** Extra environment for every pulumi invocation (e.g. the state bucket's AWS_* credentials). */
+  env?: Record<string, string>;
 }
 
 /**
@@ -92,7 +101,24 @@ export class PulumiStack {
       ...toolsEnv(),
       PULUMI_BACKEND_URL: `file://${path.join(opts.workDir, "backend")}`,
       PULUMI_CONFIG_PASSPHRASE: opts.passphrase,
+      ...opts.env,
     };
+    if (opts.backendUrl) {
+      // The backend is the one `pulumi login` (login()) records, in this stack's own credentials dir.
+      delete this.env.PULUMI_BACKEND_URL;
+      this.env.PULUMI_CREDENTIALS_PATH = path.join(opts.workDir, "credentials");
+    }
+  }
+
+  /** The environment this stack's pulumi runs with (for scripts that run pulumi themselves). */
+  get environment(): NodeJS.ProcessEnv {
+    return { ...this.env };
+  }
+
+  /** `pulumi login <backendUrl>` (a no-op for the default file backend, selected by PULUMI_BACKEND_URL). */
+  async login(): Promise<CliResult | undefined> {
+    if (!this.opts.backendUrl) return undefined;
+    return this.run(["login", this.opts.backendUrl], { withStack: false });
   }
 
   /** Runs `pulumi <args>` in the project with this stack's config file. Rejects on a non-zero exit unless allowFailure. */
@@ -125,6 +151,7 @@ export class PulumiStack {
   /** Writes the stack file and creates the stack on the file backend. */
   async init(configText: string): Promise<void> {
     writeFileSync(this.configFile, configText);
+    await this.login();
     await this.run(["stack", "init", this.opts.stack, "--secrets-provider", "passphrase"], { withStack: false });
   }
 

@@ -64,6 +64,11 @@ export async function startEngineWorld(opts: {
    * the stack file. The secrets are set after it, so they survive.
    */
   stackFile?: (text: string, ctx: StackFileContext) => string | Promise<string>;
+  /**
+   * Another backend than the file backend under root (e.g. an S3 state bucket on this run's
+   * MinIO): called once MinIO is up, before `pulumi login` and `pulumi stack init`.
+   */
+  backend?: (minio: MinioHandle) => Promise<{ url: string; env?: Record<string, string> }>;
 }): Promise<EngineWorld> {
   if (!existsSync(PULUMI)) throw new Error(`${PULUMI} is missing: run scripts/setup.sh (npm test does) to build the toolchain`);
   const [mirror, sshd, minio] = await Promise.all([
@@ -84,7 +89,8 @@ export async function startEngineWorld(opts: {
   };
   const log: string[] = [];
   const stackName = opts.stackName ?? "e2e";
-  const stack = new PulumiStack({ workDir: path.join(root, "pulumi"), stack: stackName, passphrase: secrets.passphrase, onOutput: (l) => {
+  const backend = opts.backend ? await opts.backend(minio) : undefined;
+  const stack = new PulumiStack({ workDir: path.join(root, "pulumi"), stack: stackName, passphrase: secrets.passphrase, backendUrl: backend?.url, env: backend?.env, onOutput: (l) => {
     log.push(l);
     opts.onOutput?.(l);
   } });
@@ -150,15 +156,51 @@ export function stopServiceUnder(root: string): void {
  */
 export async function secretLeaks(w: EngineWorld): Promise<{ inState: string[]; inOutput: string[]; inFiles: string[]; configModes: number[] }> {
   const secrets = w.secretValues();
+  // The state as stored: a secret anywhere but inside a secret value is in plaintext here.
   const state = await w.stack.exportState();
+  // And every command's stdout and stderr decrypted: what a host script prints must never hold a
+  // secret, even if some provider marked the stream secret (which would hide it from the export).
+  // (Into a 0600 file, not stdout: the CLI's output is w.log, which is itself scanned.)
+  const revealed = path.join(mkdtempSync(path.join(os.tmpdir(), "pdb-export-")), "state.json");
+  let streams: string;
+  try {
+    await w.stack.run(["stack", "export", "--show-secrets", "--file", revealed]);
+    streams = commandStreams(readFileSync(revealed, "utf8"));
+  } finally {
+    rmSync(path.dirname(revealed), { recursive: true, force: true });
+  }
   const printed = w.log.join("\n");
   const holders = filesHoldingSecrets(path.join(w.root, "host"), secrets);
   return {
-    inState: secrets.filter((s) => state.includes(s)),
+    inState: secrets.filter((s) => state.includes(s) || streams.includes(s)),
     inOutput: secrets.filter((s) => printed.includes(s)),
     inFiles: holders.filter((f) => !/\/releases\/[^/]+\/config\.yaml$/.test(f)),
     configModes: [...new Set(holders.map((f) => lstatSync(f).mode & 0o777))],
   };
+}
+
+/**
+ * The stdout and stderr of every command resource in a `stack export --show-secrets`, decrypted
+ * (a secret value there is `{…sig…, plaintext: "<JSON>"}`), joined into one text to search.
+ */
+export function commandStreams(exported: string): string {
+  const resources = (JSON.parse(exported) as { deployment?: { resources?: Array<{ type: string; outputs?: Record<string, unknown> }> } }).deployment?.resources ?? [];
+  const reveal = (v: unknown): string => {
+    if (typeof v === "string") return v;
+    if (v && typeof v === "object" && typeof (v as { plaintext?: unknown }).plaintext === "string") {
+      const p = (v as { plaintext: string }).plaintext;
+      try {
+        return reveal(JSON.parse(p));
+      } catch {
+        return p;
+      }
+    }
+    return v === undefined ? "" : JSON.stringify(v);
+  };
+  return resources
+    .filter((r) => r.type.startsWith("command:"))
+    .flatMap((r) => [reveal(r.outputs?.stdout), reveal(r.outputs?.stderr)])
+    .join("\n");
 }
 
 /** Every regular file under `dir` that contains one of `secrets`, except the 0600 config files that must hold them. */
