@@ -20,6 +20,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import * as http from "node:http";
 import * as path from "node:path";
 import { buildStandin, isV2, type BuildSpec } from "../fixtures/releases";
 import { run, stopChild, tempDir, waitFor, which, type RunResult } from "../fixtures/net";
@@ -27,8 +28,12 @@ import { run, stopChild, tempDir, waitFor, which, type RunResult } from "../fixt
 export const IMAGE = "docker.io/progressdb/progressdb";
 
 export interface Podman {
-  /** unix:///…/podman.sock — the provider's `dockerHost`, and DOCKER_HOST for the docker CLI. */
+  /**
+   * unix:///…/docker.sock — the provider's `dockerHost`, and DOCKER_HOST for the docker CLI: podman's
+   * API behind {@link startDockerFaithfulProxy} (HostIp 0.0.0.0 means all interfaces, as on Docker).
+   */
   dockerHost: string;
+  /** podman's own API socket. */
   socket: string;
   /** Runs the podman CLI on this instance's storage. */
   cli(args: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
@@ -125,8 +130,20 @@ export async function startPodman(): Promise<Podman> {
     throw new Error(`${(e as Error).message}\n${fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").slice(-2000) : ""}`, { cause: e });
   }
 
+  let proxy: http.Server;
+  try {
+    proxy = await startDockerFaithfulProxy(socket, path.join(dir, "docker.sock"));
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const stopAll = async () => {
+    await new Promise<void>((resolve) => proxy.close(() => resolve()));
+    await stop();
+  };
+
   const podman: Podman = {
-    dockerHost: `unix://${socket}`,
+    dockerHost: `unix://${path.join(dir, "docker.sock")}`,
     socket,
     cli,
     spawn: (args) => spawn("podman", [...global, ...args], { env, stdio: ["ignore", "pipe", "pipe"] }),
@@ -148,7 +165,7 @@ export async function startPodman(): Promise<Podman> {
       const r = await cli(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE]);
       return r.stdout.split("\n").map((l) => l.trim()).filter(Boolean).sort();
     },
-    stop,
+    stop: stopAll,
   };
   return podman;
 }
@@ -164,4 +181,87 @@ export async function probeRun(p: Podman, image: string): Promise<string | undef
   // The stand-in has no --version flag: any exit from the process itself proves the runtime works.
   if (/OCI|crun|runc|cgroup|setrlimit|permission denied/i.test(r.stderr)) return r.stderr.trim();
   return undefined;
+}
+
+/**
+ * A proxy in front of podman's Docker API that makes one thing behave as Docker does: a port
+ * binding's HostIp "0.0.0.0". The docker provider sends exactly that (upstream's default `ip`,
+ * kreuzwerker terraform-provider-docker v4.5.0), Docker publishes it on every IPv4 interface and
+ * reports it back as "0.0.0.0"; podman 4.3's compat API instead takes it as a DNAT destination
+ * match (`-d 0.0.0.0/32`, measured on this VM), so nothing published is reachable. The proxy
+ * sends podman "" (its "all interfaces") for "0.0.0.0" in POST /containers/create, and reports
+ * "" back as "0.0.0.0" in GET /containers/{id}/json. Everything else passes through unchanged.
+ */
+export async function startDockerFaithfulProxy(
+  podmanSocket: string,
+  listenSocket: string,
+  /** Sees each request as the client sent it (before any rewriting). */
+  onRequest?: (req: { method: string; url: string; body: string }) => void,
+): Promise<http.Server> {
+  const rewriteBindings = (bindings: unknown, from: string, to: string) => {
+    if (!bindings || typeof bindings !== "object") return;
+    for (const list of Object.values(bindings as Record<string, unknown>)) {
+      if (!Array.isArray(list)) continue;
+      for (const b of list as Array<{ HostIp?: string }>) if (b && b.HostIp === from) b.HostIp = to;
+    }
+  };
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      let body = Buffer.concat(chunks);
+      const url = req.url ?? "/";
+      onRequest?.({ method: req.method ?? "GET", url, body: body.toString("utf8") });
+      const pathname = url.split("?")[0];
+      if (req.method === "POST" && /\/containers\/create$/.test(pathname) && body.length > 0) {
+        try {
+          const spec = JSON.parse(body.toString("utf8")) as { HostConfig?: { PortBindings?: unknown } };
+          rewriteBindings(spec.HostConfig?.PortBindings, "0.0.0.0", "");
+          body = Buffer.from(JSON.stringify(spec));
+        } catch {
+          /* not JSON: podman answers it */
+        }
+      }
+      const headers = { ...req.headers };
+      delete headers["transfer-encoding"];
+      if (body.length > 0 || headers["content-length"] !== undefined) headers["content-length"] = String(body.length);
+      const inspect = req.method === "GET" && /\/containers\/[^/]+\/json$/.test(pathname);
+      const up = http.request({ socketPath: podmanSocket, method: req.method, path: url, headers }, (ures) => {
+        if (!inspect || ures.statusCode !== 200) {
+          res.writeHead(ures.statusCode ?? 502, ures.headers);
+          ures.pipe(res);
+          return;
+        }
+        const out: Buffer[] = [];
+        ures.on("data", (c: Buffer) => out.push(c));
+        ures.on("end", () => {
+          let data = Buffer.concat(out);
+          try {
+            const ci = JSON.parse(data.toString("utf8")) as { NetworkSettings?: { Ports?: unknown }; HostConfig?: { PortBindings?: unknown } };
+            rewriteBindings(ci.NetworkSettings?.Ports, "", "0.0.0.0");
+            rewriteBindings(ci.HostConfig?.PortBindings, "", "0.0.0.0");
+            data = Buffer.from(JSON.stringify(ci));
+          } catch {
+            /* pass it on as it came */
+          }
+          const h = { ...ures.headers };
+          delete h["transfer-encoding"];
+          h["content-length"] = String(data.length);
+          res.writeHead(200, h);
+          res.end(data);
+        });
+      });
+      up.on("error", (e) => {
+        if (!res.headersSent) res.writeHead(502, { "content-type": "application/json" });
+        res.end(JSON.stringify({ message: `docker-faithful proxy: ${e.message}` }));
+      });
+      up.end(body);
+    });
+  });
+  fs.rmSync(listenSocket, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(listenSocket, () => resolve());
+  });
+  return server;
 }

@@ -51,8 +51,8 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
     return r.json!;
   }
 
-  /** The preflight of the next upgrade, in a bucket the stack created (so it tags, and checks nothing else). */
-  async function nextPreflight(stack = "itest"): Promise<PreflightResult> {
+  /** A preflight against `bucket`: of a bucket the stack does not manage (checkSettings), or of one it created (supersede: the stack whose older backups it tags). */
+  function runPreflight(bucket: string, o: { checkSettings?: boolean; supersede?: string } = {}) {
     const rel = w.mirror.release("0.2.1");
     const script = renderPreflightScript({
       host: h.params,
@@ -61,11 +61,17 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
       checksumsUrl: rel.checksumsUrl,
       archiveName: rel.archiveName,
       minFreeMb: 1,
-      s3,
+      s3: { ...w.s3, bucket },
       targetLayout: familyOf("0.2.1").dataLayout,
-      supersedeOlderBackupsOf: stack,
+      checkBucketSettings: o.checkSettings,
+      supersedeOlderBackupsOf: o.supersede,
     });
-    const r = await runScript<PreflightResult>(w, script, w.secrets);
+    return runScript<PreflightResult>(w, script, w.secrets);
+  }
+
+  /** The preflight of the next upgrade, in a bucket the stack created (so it tags, and checks nothing else). */
+  async function nextPreflight(stack = "itest"): Promise<PreflightResult> {
+    const r = await runPreflight(VERSIONED, { supersede: stack });
     expect(r.code, r.stderr).toBe(0);
     return r.json!;
   }
@@ -104,21 +110,7 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
     expect(await tagsOf(VERSIONED, `${b.key}.partial`, listing.Versions![0].VersionId)).toEqual(SUPERSEDED);
   }, 120_000);
 
-  function checkBucket(bucket: string) {
-    const rel = w.mirror.release("0.2.1");
-    const script = renderPreflightScript({
-      host: h.params,
-      version: "0.2.1",
-      artifactUrl: rel.artifactUrl,
-      checksumsUrl: rel.checksumsUrl,
-      archiveName: rel.archiveName,
-      minFreeMb: 1,
-      s3: { ...w.s3, bucket },
-      targetLayout: familyOf("0.2.1").dataLayout,
-      checkBucketSettings: true,
-    });
-    return runScript<PreflightResult>(w, script, w.secrets);
-  }
+  const checkBucket = (bucket: string) => runPreflight(bucket, { checkSettings: true });
 
   it("the preflight warns, without failing, about an unversioned and unencrypted bucket it does not manage", async () => {
     const r = await checkBucket(w.minio.bucket);
@@ -141,18 +133,7 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
   }, 120_000);
 
   it("the preflight of a bucket the stack creates checks nothing of it", async () => {
-    const rel = w.mirror.release("0.2.1");
-    const script = renderPreflightScript({
-      host: h.params,
-      version: "0.2.1",
-      artifactUrl: rel.artifactUrl,
-      checksumsUrl: rel.checksumsUrl,
-      archiveName: rel.archiveName,
-      minFreeMb: 1,
-      s3: w.s3,
-      targetLayout: familyOf("0.2.1").dataLayout,
-    });
-    const r = await runScript<PreflightResult>(w, script, w.secrets);
+    const r = await runPreflight(w.minio.bucket);
     expect(r.code, r.stderr).toBe(0);
     expect(r.json!.warnings).toEqual([]);
   }, 120_000);

@@ -16,11 +16,33 @@
 //     imageId and repoDigest; id = imageId + name (as upstream). keepLocally leaves the image
 //     on the host when the resource is deleted or replaced.
 //   - docker:index/container:Container  name, image, command, entrypoints, envs, ports,
-//     volumes (bind mounts and named volumes), labels, healthcheck, user, hostname,
-//     networkMode, stopSignal, stopTimeout, destroyGraceSeconds, start, mustRun, wait,
-//     waitTimeout (all replace, as upstream), restart/maxRetryCount (in-place update).
-//     A create whose start (or wait) fails returns the container as partially created,
-//     so the engine keeps it in state and the next `pulumi up` replaces it.
+//     volumes (bind mounts and named volumes), labels, user, hostname, networkMode,
+//     stopSignal, stopTimeout (these replace, as upstream: ForceNew); restart, maxRetryCount,
+//     healthcheck, start, mustRun, wait, waitTimeout, destroyGraceSeconds, removeVolumes
+//     (these update in place, as upstream; only restart/maxRetryCount change the container,
+//     and mustRun false -> true starts it). envs, labels and volumes are sets (their order is
+//     no change), ports are matched by their internal port, with upstream's defaults
+//     (ip 0.0.0.0, protocol tcp). A create whose start (or wait) fails returns the container
+//     as partially created, so the engine keeps it in state and the next `pulumi up`
+//     replaces it.
+//
+// Held to pulumi-docker v5.1.0 (provider/resources.go: Container is DeleteBeforeReplace) over
+// kreuzwerker/terraform-provider-docker v4.5.0 (internal/provider/resource_docker_container.go:
+// the schema, which says what replaces; resource_docker_container_funcs.go: create, read,
+// update, delete; resource_docker_container_structures.go: ports):
+//   - delete stops with destroyGraceSeconds (0 when unset: the stop signal then SIGKILL at
+//     once), removes with force and removeVolumes (default true: anonymous volumes go too), then
+//     waits for the container to be gone;
+//   - ports are sent with HostIp as given, 0.0.0.0 by default;
+//   - a refresh of a stopped container keeps it in state with mustRun false (and its exitCode),
+//     re-reads its ports when it runs or must run, and drops it only when it no longer exists.
+//
+// Not copied: upstream's read also writes back restart, stop signal and timeout, command, user,
+// hostname, network mode, healthcheck and image from the daemon (on podman, restart "no" reads
+// back as "", which upstream would show as an in-place update after a refresh), and upstream's
+// Check writes the schema defaults (restart "no", networkMode "bridge", mustRun true, …) into
+// state; the stand-in compares with ports' defaults filled in instead, so that existing state
+// does not change.
 //
 // The provider's `host` is unix:///path, tcp://host:port (or http://) or ssh://user@host[:port]
 // (runs `ssh … docker system dial-stdio` on the host, like the Docker CLI).
@@ -41,6 +63,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,10 +203,43 @@ var (
 	containerInputs = []resource.PropertyKey{
 		"name", "image", "command", "entrypoints", "envs", "ports", "volumes", "labels", "healthcheck",
 		"restart", "maxRetryCount", "user", "hostname", "networkMode", "stopSignal", "stopTimeout",
-		"destroyGraceSeconds", "start", "mustRun", "wait", "waitTimeout",
+		"destroyGraceSeconds", "start", "mustRun", "wait", "waitTimeout", "removeVolumes",
 	}
-	containerUpdatable = map[resource.PropertyKey]bool{"restart": true, "maxRetryCount": true}
+	// The container inputs without ForceNew in upstream's schema (resource_docker_container.go).
+	containerUpdatable = map[resource.PropertyKey]bool{
+		"restart": true, "maxRetryCount": true, "healthcheck": true, "start": true, "mustRun": true,
+		"wait": true, "waitTimeout": true, "destroyGraceSeconds": true, "removeVolumes": true,
+	}
+	// TypeSet in upstream's schema: compared without regard to order (or repetition).
+	containerSets = map[resource.PropertyKey]bool{"envs": true, "labels": true, "volumes": true}
 )
+
+// normalizeContainer puts a container input in the form upstream's diff compares: sets sorted,
+// ports with their schema defaults and matched by internal port (the ports' DiffSuppressFunc).
+func normalizeContainer(k resource.PropertyKey, v resource.PropertyValue) resource.PropertyValue {
+	switch {
+	case containerSets[k]:
+		return kit.AsSet(v)
+	case k == "ports" && v.IsArray():
+		var ports []resource.PropertyValue
+		for _, e := range v.ArrayValue() {
+			if o := kit.Unsecret(e); o.IsObject() {
+				m := o.ObjectValue().Copy()
+				if ip, _, _ := kit.StringProp(m, "ip"); ip == "" {
+					m["ip"] = resource.NewStringProperty("0.0.0.0")
+				}
+				if pr, _, _ := kit.StringProp(m, "protocol"); pr == "" {
+					m["protocol"] = resource.NewStringProperty("tcp")
+				}
+				ports = append(ports, resource.NewObjectProperty(m))
+				continue
+			}
+			ports = append(ports, e)
+		}
+		return kit.AsSet(resource.NewArrayProperty(ports))
+	}
+	return v
+}
 
 func inputsOf(t string) []resource.PropertyKey {
 	if t == remoteImage {
@@ -256,7 +312,11 @@ func (p *dockerProvider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	resp, err := kit.Diff(req, inputsOf(t), func(k resource.PropertyKey) bool { return replaces(t, k) })
+	var norm func(resource.PropertyKey, resource.PropertyValue) resource.PropertyValue
+	if t == container {
+		norm = normalizeContainer
+	}
+	resp, err := kit.DiffWith(req, inputsOf(t), func(k resource.PropertyKey) bool { return replaces(t, k) }, norm)
 	if err == nil && t == container && len(resp.Replaces) > 0 {
 		// The container name is fixed: a create-before-delete would clash on it. The program
 		// sets deleteBeforeReplace; say so here too, as upstream does for named containers.
@@ -325,14 +385,31 @@ func (p *dockerProvider) Update(ctx context.Context, req *pulumirpc.UpdateReques
 			}
 		}
 	} else if !req.GetPreview() {
-		// Only the restart policy is updated in place.
+		// As upstream's resourceDockerContainerUpdate: mustRun false -> true starts the container
+		// (when start); a changed restart policy is updated; nothing else touches the container.
 		c, err := p.engine()
 		if err != nil {
 			return nil, err
 		}
-		body := map[string]any{"RestartPolicy": restartPolicy(news)}
-		if err := c.do(ctx, "POST", "/containers/"+url.PathEscape(req.GetId())+"/update", nil, body, nil); err != nil {
-			return nil, fmt.Errorf("updating the restart policy of container %s: %w", req.GetId(), err)
+		id := url.PathEscape(req.GetId())
+		if !boolProp(olds, "mustRun", true) && boolProp(news, "mustRun", true) && boolProp(news, "start", true) {
+			if err := c.do(ctx, "POST", "/containers/"+id+"/start", nil, nil, nil); err != nil {
+				var he *httpError
+				if !(errors.As(err, &he) && he.status == 304) {
+					return nil, fmt.Errorf("Unable to start container: %w", err)
+				}
+			}
+		}
+		if changed(olds, news, "restart") || changed(olds, news, "maxRetryCount") {
+			body := map[string]any{"RestartPolicy": restartPolicy(news)}
+			if err := c.do(ctx, "POST", "/containers/"+id+"/update", nil, body, nil); err != nil {
+				return nil, fmt.Errorf("Unable to update a container: %w", err)
+			}
+		}
+		for _, k := range []resource.PropertyKey{"exitCode"} {
+			if v, ok := olds[k]; ok {
+				outs[k] = v
+			}
 		}
 	}
 	props, err := kit.Marshal(outs)
@@ -377,19 +454,33 @@ func (p *dockerProvider) Delete(ctx context.Context, req *pulumirpc.DeleteReques
 		}
 		return &emptypb.Empty{}, nil
 	}
+	// As upstream's resourceDockerContainerDelete: stop with destroyGraceSeconds when it is > 0,
+	// else 0 (the stop signal, then SIGKILL at once; stopTimeout plays no part), remove with
+	// force and removeVolumes (default true), then wait until it is no longer running.
 	id := req.GetId()
-	timeout := intProp(olds, "destroyGraceSeconds", intProp(olds, "stopTimeout", 10))
+	timeout := 0
+	if g := intProp(olds, "destroyGraceSeconds", 0); g > 0 {
+		timeout = g
+	}
 	q := url.Values{"t": {strconv.Itoa(timeout)}}
 	if err := c.do(ctx, "POST", "/containers/"+url.PathEscape(id)+"/stop", q, nil, nil); err != nil {
 		var he *httpError
 		if !(errors.As(err, &he) && (he.status == 304 || he.status == 404)) {
-			return nil, fmt.Errorf("stopping container %s: %w", id, err)
+			return nil, fmt.Errorf("Error stopping container %s: %w", id, err)
 		}
 	}
-	err = c.do(ctx, "DELETE", "/containers/"+url.PathEscape(id), url.Values{"force": {"true"}, "v": {"false"}}, nil, nil)
+	rmv := "true"
+	if !boolProp(olds, "removeVolumes", true) {
+		rmv = "false"
+	}
+	err = c.do(ctx, "DELETE", "/containers/"+url.PathEscape(id), url.Values{"force": {"true"}, "v": {rmv}}, nil, nil)
 	var he *httpError
+	if err != nil && !(errors.As(err, &he) && (he.status == 404 || he.status == 409)) {
+		return nil, fmt.Errorf("Error deleting container %s: %w", id, err)
+	}
+	err = c.do(ctx, "POST", "/containers/"+url.PathEscape(id)+"/wait", url.Values{"condition": {"not-running"}}, nil, nil)
 	if err != nil && !(errors.As(err, &he) && he.status == 404) {
-		return nil, fmt.Errorf("removing container %s: %w", id, err)
+		return nil, fmt.Errorf("Error waiting for container removal '%s': %w", id, err)
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -423,14 +514,41 @@ func (p *dockerProvider) Read(ctx context.Context, req *pulumirpc.ReadRequest) (
 		var ci containerInspect
 		if err := c.do(ctx, "GET", "/containers/"+url.PathEscape(req.GetId())+"/json", nil, nil, &ci); err != nil {
 			if errors.As(err, &he) && he.status == 404 {
-				return &pulumirpc.ReadResponse{}, nil
+				return &pulumirpc.ReadResponse{}, nil // no longer exists: gone from state
 			}
 			return nil, err
 		}
-		if boolProp(props, "mustRun", true) && !ci.State.Running {
-			// Upstream: a container that must run but is not is gone for Pulumi (recreated).
-			return &pulumirpc.ReadResponse{}, nil
+		inputs, err := kit.Unmarshal(req.GetInputs())
+		if err != nil {
+			return nil, err
 		}
+		// As upstream's resourceDockerContainerRead: the published ports are read back when the
+		// container runs or must run (and the program set ports); a stopped container stays in
+		// state with its exit code, and with mustRun false when it must run, so that the next
+		// update (mustRun false -> true) starts it.
+		mustRun := boolProp(props, "mustRun", true)
+		if _, has := props["ports"]; has && (ci.State.Running || mustRun) {
+			props["ports"] = readPorts(ci)
+			if _, in := inputs["ports"]; in {
+				inputs["ports"] = props["ports"]
+			}
+		}
+		if !ci.State.Running {
+			props["exitCode"] = resource.NewNumberProperty(float64(ci.State.ExitCode))
+			if mustRun {
+				props["mustRun"] = resource.NewBoolProperty(false)
+				inputs["mustRun"] = resource.NewBoolProperty(false)
+			}
+		}
+		out, err := kit.Marshal(props)
+		if err != nil {
+			return nil, err
+		}
+		in, err := kit.Marshal(inputs)
+		if err != nil {
+			return nil, err
+		}
+		return &pulumirpc.ReadResponse{Id: ci.ID, Properties: out, Inputs: in}, nil
 	}
 	out, err := kit.Marshal(props)
 	if err != nil {
@@ -523,7 +641,13 @@ func (p *dockerProvider) createImage(ctx context.Context, urn string, inputs res
 // Containers.
 
 type containerInspect struct {
-	ID    string `json:"Id"`
+	ID              string `json:"Id"`
+	NetworkSettings struct {
+		Ports map[string][]struct {
+			HostIP   string `json:"HostIp"`
+			HostPort string `json:"HostPort"`
+		} `json:"Ports"`
+	} `json:"NetworkSettings"`
 	State struct {
 		Status   string `json:"Status"`
 		Running  bool   `json:"Running"`
@@ -533,6 +657,52 @@ type containerInspect struct {
 			Status string `json:"Status"`
 		} `json:"Health"`
 	} `json:"State"`
+}
+
+// readPorts is upstream's flattenContainerPorts: one entry per binding, sorted by port and
+// protocol, with the HostIp the daemon reports.
+func readPorts(ci containerInspect) resource.PropertyValue {
+	keys := make([]string, 0, len(ci.NetworkSettings.Ports))
+	for k := range ci.NetworkSettings.Ports {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		pi, qi, _ := strings.Cut(keys[i], "/")
+		pj, qj, _ := strings.Cut(keys[j], "/")
+		ni, _ := strconv.Atoi(pi)
+		nj, _ := strconv.Atoi(pj)
+		if ni != nj {
+			return ni < nj
+		}
+		return qi < qj
+	})
+	var out []resource.PropertyValue
+	for _, k := range keys {
+		port, proto, _ := strings.Cut(k, "/")
+		internal, _ := strconv.Atoi(port)
+		for _, b := range ci.NetworkSettings.Ports[k] {
+			external, _ := strconv.Atoi(b.HostPort)
+			out = append(out, resource.NewObjectProperty(resource.PropertyMap{
+				"internal": resource.NewNumberProperty(float64(internal)),
+				"external": resource.NewNumberProperty(float64(external)),
+				"ip":       resource.NewStringProperty(b.HostIP),
+				"protocol": resource.NewStringProperty(proto),
+			}))
+		}
+	}
+	if out == nil {
+		out = []resource.PropertyValue{}
+	}
+	return resource.NewArrayProperty(out)
+}
+
+func changed(olds, news resource.PropertyMap, k resource.PropertyKey) bool {
+	o, hasO := olds[k]
+	n, hasN := news[k]
+	if hasO != hasN {
+		return true
+	}
+	return hasO && !kit.Unsecret(o).DeepEquals(kit.Unsecret(n))
 }
 
 func restartPolicy(m resource.PropertyMap) map[string]any {
@@ -575,8 +745,8 @@ func containerBody(in resource.PropertyMap) map[string]any {
 			body[f] = s
 		}
 	}
-	if _, ok := in["stopTimeout"]; ok {
-		body["StopTimeout"] = intProp(in, "stopTimeout", 10)
+	if st := intProp(in, "stopTimeout", 0); st != 0 {
+		body["StopTimeout"] = st // upstream: only when set (GetOk: not zero)
 	}
 	if s, _, _ := kit.StringProp(in, "networkMode"); s != "" {
 		hostConfig["NetworkMode"] = s
@@ -597,12 +767,12 @@ func containerBody(in resource.PropertyMap) map[string]any {
 		}
 		key := fmt.Sprintf("%d/%s", intProp(pt, "internal", 0), proto)
 		exposed[key] = map[string]any{}
-		// Upstream's default ip is 0.0.0.0 (all interfaces). Sent as "" (the API's own "all
-		// interfaces"): podman 4.x takes a literal "0.0.0.0" as a destination match in its DNAT
-		// rule (-d 0.0.0.0/32), so nothing published would ever be reachable.
+		// As upstream (the ip's schema default, and portSetToDockerPorts): HostIp "0.0.0.0"
+		// unless another ip is given. (podman 4.3's Docker API takes that literally as a DNAT
+		// destination: tests/container/podman.ts puts a Docker-faithful proxy in front of it.)
 		ip, _, _ := kit.StringProp(pt, "ip")
-		if ip == "0.0.0.0" {
-			ip = ""
+		if ip == "" {
+			ip = "0.0.0.0"
 		}
 		hp := ""
 		if e := intProp(pt, "external", 0); e > 0 {
@@ -681,11 +851,14 @@ func (p *dockerProvider) createContainer(ctx context.Context, urn string, inputs
 			if err := c.do(ctx, "GET", "/containers/"+url.PathEscape(id)+"/json", nil, nil, &ci); err != nil {
 				return id, outs, err
 			}
-			if ci.State.Health == nil || ci.State.Health.Status == "healthy" {
+			if ci.State.Health == nil {
+				return id, outs, errors.New("you have supplied a 'wait' argument, but the container does not have a healthcheck defined. Please remove the 'wait' argument or add a 'healthcheck' attribute")
+			}
+			if ci.State.Health.Status == "healthy" {
 				break
 			}
-			if !ci.State.Running || time.Now().After(deadline) {
-				return id, outs, fmt.Errorf("container %s is not healthy (status %s, health %s)", name, ci.State.Status, ci.State.Health.Status)
+			if time.Now().After(deadline) {
+				return id, outs, fmt.Errorf("container %s failed to be in healthy state in time (status %s, health %s)", name, ci.State.Status, ci.State.Health.Status)
 			}
 			time.Sleep(time.Second)
 		}

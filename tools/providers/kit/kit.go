@@ -113,9 +113,29 @@ func StringProp(m resource.PropertyMap, k resource.PropertyKey) (string, bool, b
 // which replaces(key) is true replaces the resource. Null counts as absent, and a secret
 // wrapper alone is no change.
 func Diff(req *pulumirpc.DiffRequest, keys []resource.PropertyKey, replaces func(resource.PropertyKey) bool) (*pulumirpc.DiffResponse, error) {
+	return DiffWith(req, keys, replaces, nil)
+}
+
+// DiffWith is Diff with each value passed through normalize(key, value) first (when not nil):
+// defaults filled in, or the elements of a set sorted so that their order is no change.
+func DiffWith(
+	req *pulumirpc.DiffRequest, keys []resource.PropertyKey, replaces func(resource.PropertyKey) bool,
+	normalize func(resource.PropertyKey, resource.PropertyValue) resource.PropertyValue,
+) (*pulumirpc.DiffResponse, error) {
 	olds, news, err := DiffInputs(req)
 	if err != nil {
 		return nil, err
+	}
+	if normalize != nil {
+		olds, news = olds.Copy(), news.Copy()
+		for _, k := range keys {
+			if v, ok := olds[k]; ok && !v.ContainsUnknowns() {
+				olds[k] = normalize(k, Unsecret(v))
+			}
+			if v, ok := news[k]; ok && !v.ContainsUnknowns() {
+				news[k] = normalize(k, Unsecret(v))
+			}
+		}
 	}
 	var changed, repl []string
 	detailed := map[string]*pulumirpc.PropertyDiff{}
@@ -169,4 +189,52 @@ func DiffInputs(req *pulumirpc.DiffRequest) (resource.PropertyMap, resource.Prop
 	}
 	news, err := Unmarshal(req.GetNews())
 	return olds, news, err
+}
+
+// AsSet is v (an array) as a Terraform set: its elements without secret wrappers, without
+// duplicates, in a fixed order, so that neither order nor repetition is a change.
+func AsSet(v resource.PropertyValue) resource.PropertyValue {
+	v = Unsecret(v)
+	if !v.IsArray() {
+		return v
+	}
+	seen := map[string]resource.PropertyValue{}
+	for _, e := range v.ArrayValue() {
+		e = plainValue(e)
+		b, err := json.Marshal(e.Mappable())
+		if err != nil {
+			return v
+		}
+		seen[string(b)] = e
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]resource.PropertyValue, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, seen[k])
+	}
+	return resource.NewArrayProperty(out)
+}
+
+// plainValue strips secret wrappers at every depth.
+func plainValue(v resource.PropertyValue) resource.PropertyValue {
+	v = Unsecret(v)
+	switch {
+	case v.IsArray():
+		out := make([]resource.PropertyValue, 0, len(v.ArrayValue()))
+		for _, e := range v.ArrayValue() {
+			out = append(out, plainValue(e))
+		}
+		return resource.NewArrayProperty(out)
+	case v.IsObject():
+		out := resource.PropertyMap{}
+		for k, e := range v.ObjectValue() {
+			out[k] = plainValue(e)
+		}
+		return resource.NewObjectProperty(out)
+	}
+	return v
 }
