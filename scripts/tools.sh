@@ -134,7 +134,7 @@ fi
 if up_to_date; then
   say "tools up to date in $TOOLS (pulumi $PULUMI_VERSION, command v$NPM_COMMAND_VERSION and docker v$NPM_DOCKER_VERSION stand-ins, minio $MINIO_MODULE_VERSION, actionlint $ACTIONLINT_VERSION)"
 else
-  command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || die "go not found (need Go >= 1.25 on PATH or in /usr/local/go/bin)"
+  command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || die "go not found (need Go >= 1.26.6 on PATH or in /usr/local/go/bin)"
   command -v go >/dev/null 2>&1 || PATH="/usr/local/go/bin:$PATH"
   mkdir -p "$TOOLS" "$BIN"
 
