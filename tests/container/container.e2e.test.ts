@@ -19,7 +19,7 @@
 // provider talks to it through the Docker-faithful proxy in ./podman.ts.
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, test, type TestContext } from "vitest";
 import { REPO, toolsEnv, type CliResult } from "../../scripts/lib/pulumiCli";
@@ -73,6 +73,8 @@ interface StateResource {
 
 interface Inspect {
   Id: string;
+  /** podman's k8s-file log of the container (empty with another log driver). */
+  LogPath?: string;
   State: { Running: boolean; Status: string; ExitCode: number };
   Config: { Labels: Record<string, string>; Env: string[]; Cmd: string[]; User: string; WorkingDir: string; StopTimeout?: number; StopSignal?: string };
 }
@@ -353,7 +355,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     const objects = await w.backupObjects();
     const since = new Date(Date.now() - 1000).toISOString();
     // Follow the old container's log until it is gone: it says how it ended.
-    const logs = followLogs(podman, old.Id);
+    const logs = followLogs(podman, old);
     await w.stack.set("progressdb:service.rateLimit.rps", "77", { path: true });
     const { r: up, order } = await upJson("up-config-change");
     const oldLog = await logs.done();
@@ -449,9 +451,15 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
 });
 
 /** `podman logs -f` of a container, until it is gone; `done()` waits (at most 60 s) and returns what it printed. */
-function followLogs(p: Podman, id: string): { done(): Promise<string> } {
+/**
+ * The container's log up to its end. With podman's k8s-file driver the log file is opened now and
+ * read once the container is gone: a removed container's file stays readable through the open fd,
+ * where `logs -f` may miss the last lines when the removal follows the exit at once.
+ */
+function followLogs(p: Podman, c: Inspect): { done(): Promise<string> } {
+  const fd = c.LogPath && existsSync(c.LogPath) ? openSync(c.LogPath, "r") : undefined;
   let out = "";
-  const child: ChildProcess = p.spawn(["logs", "-f", id]);
+  const child: ChildProcess = p.spawn(["logs", "-f", c.Id]);
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));
   const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
@@ -460,7 +468,12 @@ function followLogs(p: Podman, id: string): { done(): Promise<string> } {
       const timer = setTimeout(() => child.kill("SIGTERM"), 60_000);
       await exited;
       clearTimeout(timer);
-      return out;
+      if (fd === undefined) return out;
+      try {
+        return readFileSync(fd, "utf8");
+      } finally {
+        closeSync(fd);
+      }
     },
   };
 }
