@@ -1,7 +1,7 @@
 // Issue #17, creating a stack as a team does: `npm run new-stack -- <name>` (scripts/newStack.ts)
 // driven with answers on stdin against the real CLI on a file backend (no program run), and the
 // `template:` section of Pulumi.yaml as `pulumi new` reads it.
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -18,7 +18,8 @@ describe.skipIf(!!skip)("npm run new-stack: prompts for the required keys, secre
   let root: string;
   let project: PulumiStack;
   const secrets = {
-    sshPrivateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA" + randomBytes(24).toString("base64") + "\n-----END OPENSSH PRIVATE KEY-----\n",
+    // A real key, made now: nothing key-shaped is committed.
+    sshPrivateKey: generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
     kmsMasterKeyHex: `${randomBytes(32).toString("hex")}\n`,
     apiKey: `sk_${randomBytes(12).toString("hex")}\n`,
     adminApiKey: `ak_${randomBytes(12).toString("hex")}\n`,
