@@ -46,3 +46,20 @@ ssh_key_from_env() {
     die "could not set progressdb:sshPrivateKey on stack $1 from PDB_SSH_PRIVATE_KEY"
   echo "$PROG: progressdb:sshPrivateKey of stack $1 set from the CI secret store" >&2
 }
+
+# run_on_stack <stack> <pulumi args…>: the checks every step makes, then pulumi_ci <args…> on the
+# stack, shown as it runs and kept in $log (removed on exit); its exit status in $rc.
+run_on_stack() {
+  local stack=$1
+  shift
+  check_stack_name "$stack"
+  require_backend
+  ssh_key_from_env "$stack"
+  log=$(mktemp)
+  trap 'rm -f "$log"' EXIT
+  set +e
+  pulumi_ci "$@" --stack "$stack" 2>&1 | tee "$log"
+  # shellcheck disable=SC2034 # read by the sourcing script
+  rc=${PIPESTATUS[0]}
+  set -e
+}

@@ -17,16 +17,7 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument $1 (usage: preview.sh <stack> [--comment <file>])" ;;
   esac
 done
-check_stack_name "$stack"
-require_backend
-ssh_key_from_env "$stack"
-
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-set +e
-pulumi_ci preview --diff --stack "$stack" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-set -e
+run_on_stack "$stack" preview --diff
 
 if [ -n "$comment" ]; then
   project=$(sed -n 's/^name:[[:space:]]*//p' "$WORKDIR/Pulumi.yaml" | head -n1)

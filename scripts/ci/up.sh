@@ -9,16 +9,7 @@ set -euo pipefail
 
 [ $# -eq 1 ] || die "usage: up.sh <stack>"
 stack=$1
-check_stack_name "$stack"
-require_backend
-ssh_key_from_env "$stack"
-
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-set +e
-pulumi_ci up --yes --skip-preview --diff --stack "$stack" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-set -e
+run_on_stack "$stack" up --yes --skip-preview --diff
 
 if [ "$rc" != 0 ]; then
   if grep -q 'the stack is currently locked' "$log"; then
