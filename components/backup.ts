@@ -1,9 +1,20 @@
 import * as pulumi from "@pulumi/pulumi";
-import { BackupParams, renderBackupScript } from "./hostScripts";
+import { Settings } from "./config";
+import { BackupMode, BackupParams, renderBackupScript } from "./hostScripts";
 import { HostAccess, hostCommand, scriptResult } from "./hostCommand";
 
 /** The backup script's parameters, and how to reach the host. */
 export type BackupArgs = Omit<BackupParams, "runKey"> & HostAccess & { runKey: pulumi.Input<string> };
+
+/**
+ * How this update's backup is taken: a snapshot uploaded after the start in binary mode; streamed
+ * with the service stopped in container mode (the docker provider, not a host script, starts the
+ * new container), for a restore (rare; its own ledger lookups need the backup's result before it
+ * runs), and when `backup.offsiteBeforeStart` asks for the upload before the start.
+ */
+export function backupModeOf(s: Pick<Settings, "deployment" | "restore" | "backup">): BackupMode {
+  return s.deployment.mode === "container" || s.restore.backup !== undefined || s.backup.offsiteBeforeStart ? "stream" : "snapshot";
+}
 
 interface BackupResult {
   uri?: string;
@@ -17,12 +28,14 @@ interface BackupResult {
 }
 
 /**
- * Stops the service, streams the data dir (and a separate KMS dir) as tar.gz
- * straight to S3 with its sha256 computed in the stream, then verifies the
- * uploaded object. The embedded KMS master key never enters the archive.
+ * The pre-upgrade backup of the data dir (and a separate KMS dir). `snapshot` mode: a warm copy
+ * beside the data dir while the service runs, completed by the step that stops it and uploaded
+ * by {@link Offsite}; `stream` mode: stops the service and streams tar.zst straight to S3 with its
+ * sha256 computed in the stream, then verifies the object. The embedded KMS master key never
+ * enters a backup.
  */
 export class Backup extends pulumi.ComponentResource {
-  /** `s3://bucket/key`, or "" when there was nothing to back up (fresh host). */
+  /** `s3://bucket/key` of a streamed backup; "" for a snapshot (the offsite step uploads it) or a fresh host. */
   public readonly uri: pulumi.Output<string>;
   public readonly sha256: pulumi.Output<string>;
   public readonly size: pulumi.Output<number>;
@@ -30,7 +43,7 @@ export class Backup extends pulumi.ComponentResource {
   public readonly fromVersion: pulumi.Output<string>;
   /** When it was taken (UTC); "" for a result recorded before backups said so. */
   public readonly at: pulumi.Output<string>;
-  /** Changes whenever the backup runs, which leaves the service stopped: the deployment keys on it. */
+  /** Changes whenever the backup runs (a streamed one leaves the service stopped): the deployment keys on it. */
   public readonly runId: pulumi.Output<string>;
 
   constructor(name: string, args: BackupArgs, opts?: pulumi.ComponentResourceOptions) {

@@ -5,7 +5,7 @@ import { PROJECT, Settings } from "./config";
 
 /** One backup this stack took and verified. */
 export interface BackupRecord {
-  /** `s3://bucket/key.tar.gz` */
+  /** `s3://bucket/key.tar.zst` (`.tar.gz` for older backups) */
   uri: string;
   /** The sha256 the backup computed while streaming it and verified in S3: what a restore checks the download against. */
   sha256: string;
@@ -88,7 +88,7 @@ export function resolveRestore(s: Pick<Settings, "restore" | "backup">, stack: s
       return {
         refusal:
           `${key} ${request}: this stack's backup ledger (its backupLedger output) has no backup taken before upgrading to ${version}; its newest: ${known}. ` +
-          `Name the backup by its URI instead: pulumi config set --path ${key} s3://<bucket>/<key>.tar.gz`,
+          `Name the backup by its URI instead: pulumi config set --path ${key} s3://<bucket>/<key>.tar.zst`,
       };
     }
     return { request, uri: record.uri, sha256: record.sha256 };

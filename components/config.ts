@@ -32,6 +32,9 @@ export const PLAIN_KEYS = [
   "health",
   "restore",
   "allowDowngrade",
+  "instances",
+  "rollout",
+  "promotion",
 ] as const;
 export type PlainKey = (typeof PLAIN_KEYS)[number];
 
@@ -264,6 +267,16 @@ const backupSchema = z
     retentionDays: positiveInt.default(30),
     /** When the stack creates the bucket: S3 Object Lock (governance mode) on every backup for this many days. */
     objectLockDays: positiveInt.optional(),
+    /**
+     * Binary mode: `false` (the default) copies the data beside the data dir while the service runs,
+     * completes the copy in the stop, starts the new version and uploads the backup after the start
+     * (the update completes only once it is verified in S3): the downtime stays flat in data size.
+     * `true` stops the service and uploads and verifies the backup before the new version starts
+     * (the downtime grows with the data): the safe choice when the host's own disk must not be the
+     * only place holding the pre-upgrade data while the new version runs. Container mode and
+     * restores always upload before the start.
+     */
+    offsiteBeforeStart: z.boolean({ error: "must be true or false" }).default(false),
   })
   .superRefine((b, ctx) => {
     if (b.enabled && !b.bucket) {
@@ -321,12 +334,12 @@ const serviceSchema = z.strictObject({
 });
 
 const restoreSchema = z.strictObject({
-  /** `s3://bucket/key.tar.gz`, or `before:<version>` for the backup taken before upgrading to that version. */
+  /** `s3://bucket/key.tar.zst` (`.tar.gz` for older backups), or `before:<version>` for the backup taken before upgrading to that version. */
   backup: z
     .string()
     .trim()
-    .regex(/^(s3:\/\/[^/]+\/.+\.tar\.gz|before:\d+\.\d+\.\d+)$/, {
-      error: "must be s3://<bucket>/<key>.tar.gz or before:<version>",
+    .regex(/^(s3:\/\/[^/]+\/.+\.tar\.(zst|gz)|before:\d+\.\d+\.\d+)$/, {
+      error: "must be s3://<bucket>/<key>.tar.zst (or .tar.gz) or before:<version>",
     })
     .optional(),
   /**
@@ -337,6 +350,24 @@ const restoreSchema = z.strictObject({
 });
 
 /** Directories the program must never own, move aside or clean up; and trees it must not write into. */
+const rolloutSchema = z.strictObject({
+  /** A fleet: how long the canary (the first instance) runs on the new version, re-checked, before the next instance starts. */
+  canaryPauseSeconds: z.number({ error: "must be a number of seconds" }).int({ error: "must be a whole number of seconds" }).min(0, { error: "must be 0 or more" }).max(3600, { error: "must be at most 3600 (an hour)" }).default(0),
+});
+
+const STACK_PATH = /^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/;
+const promotionSchema = z.strictObject({
+  /** `<org>/<project>/<stack>`: a version this stack takes must be in that stack's `verifiedVersions` output. */
+  requireVerifiedBy: z.string().regex(STACK_PATH, { error: "must name a stack as <org>/<project>/<stack>, e.g. organization/progressdb/staging" }).optional(),
+  /** The one version this stack may take without that stack's verification, and why (shown and exported on every run). */
+  override: z
+    .strictObject({
+      version: versionSchema,
+      reason: z.string().trim().min(10, { error: "must say why (at least 10 characters): it is shown on every run and exported as promotionOverride" }),
+    })
+    .optional(),
+});
+
 const SYSTEM_DIRS = new Set(["/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/var", "/var/lib", "/var/log", "/var/tmp"]);
 const SYSTEM_TREES = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr"];
 
@@ -387,6 +418,8 @@ const settingsSchema = z.object({
   health: healthSchema,
   restore: restoreSchema.default({}),
   allowDowngrade: z.boolean({ error: "must be true or false" }).default(false),
+  rollout: rolloutSchema.default(rolloutSchema.parse({})),
+  promotion: promotionSchema.default({}),
 }).superRefine((s, ctx) => {
   for (const problem of pathProblems(s)) ctx.addIssue({ code: "custom", ...problem });
   if (s.health.intervalSeconds > s.health.timeoutSeconds) {

@@ -66,6 +66,10 @@ export interface HealthCheckArgs {
   baselineVersion?: pulumi.Input<string>;
   /** Compare the baseline with what the new version serves. Defaults to true when adminApiKey is given. */
   dataContinuity?: pulumi.Input<boolean>;
+  /** A fleet's canary: once healthy, run this long on the new version, then prove health and version again. */
+  bakeSeconds?: pulumi.Input<number>;
+  /** A fleet: which instance runs which version, appended to a failure so the error says where the rollout stands. */
+  fleetNote?: pulumi.Input<string>;
 }
 
 // The provider closure must capture plain functions, never an imported module
@@ -204,6 +208,8 @@ export class HealthCheck extends pulumi.dynamic.Resource {
         baseline: args.baseline,
         baselineVersion: args.baselineVersion,
         dataContinuity: args.dataContinuity,
+        bakeSeconds: args.bakeSeconds,
+        fleetNote: args.fleetNote,
         providerVersion: HEALTH_PROVIDER_VERSION,
         // Outputs.
         status: undefined,

@@ -100,7 +100,17 @@ export interface PreflightParams {
   checkBucketSettings?: boolean;
   /** The stack created the bucket: tag all but the newest of this stack's backups superseded (its lifecycle rule expires only those). */
   supersedeOlderBackupsOf?: string;
+  /** How the backup will be taken (see BackupParams.mode): the preflight says when a snapshot falls back to streaming. */
+  backupMode?: BackupMode;
 }
+
+/**
+ * How the pre-upgrade backup is taken.
+ * - `snapshot`: a warm rsync copy beside the data dir while the service runs; the step that stops
+ *   the service completes it (the cold delta); the offsite step uploads it after the start.
+ * - `stream`: the service is stopped and the data streamed to S3 and verified before the install.
+ */
+export type BackupMode = "snapshot" | "stream";
 
 export interface BackupParams {
   host: HostParams;
@@ -109,8 +119,12 @@ export interface BackupParams {
   runKey: string;
   stack: string;
   s3: S3Params;
-  /** gzip level 1-9. Defaults to 6. */
+  /** gzip level 1-9, for a host without zstd. Defaults to 6. */
   gzipLevel?: number;
+  /** Defaults to "stream" (the service is stopped for the upload). */
+  mode?: BackupMode;
+  /** Free MB a snapshot must leave beside the data dir (else the backup streams). Defaults to 0. */
+  minFreeMb?: number;
   /** Used to confirm a restart after a failed backup. Defaults to http://<listenAddr> (0.0.0.0 → 127.0.0.1). */
   healthUrl?: string;
 }
@@ -129,6 +143,8 @@ export interface InstallParams {
   backupUri?: string;
   /** The data layout this release reads: a rollback to a "root" release runs on the data a migration kept. */
   targetLayout: "root" | "store";
+  /** A fleet: where the rollout stands when this install fails (printed with the failure). */
+  fleetNote?: string;
 }
 
 export interface MigrateParams {
@@ -165,7 +181,7 @@ export type MigrateResult =
 
 export interface RestoreParams {
   host: HostParams;
-  /** The backup: `s3://<bucket>/<key>.tar.gz`. */
+  /** The backup: `s3://<bucket>/<key>.tar.zst` (or `.tar.gz`). */
   uri: string;
   /** The sha256 the download must have: the one this stack recorded when it took the backup (never the object's metadata). */
   sha256: string;
@@ -190,11 +206,25 @@ export interface PreflightResult {
   tool: string;
   /** What the operator should fix but that does not stop the upgrade (e.g. an unversioned bucket). */
   warnings: string[];
+  /** How the backup will be taken: "snapshot", "stream" (asked for, or the fallback), or "none". */
+  backup: string;
 }
-/** Output of the backup (stdout JSON). */
+/** Output of the backup (stdout JSON), and of the offsite step (never `snapshot`). */
 export type BackupResult =
   | { uri: string; bucket: string; key: string; size: number; sha256: string; fromVersion: string; toVersion: string; at: string }
+  | { snapshot: string; key: string; fromVersion: string; toVersion: string; at: string }
   | { skipped: true; reason: string; fromVersion: string };
+
+export interface OffsiteParams {
+  host: HostParams;
+  version: string;
+  stack: string;
+  s3: S3Params;
+  /** The upgrade's run key: the backup recorded under it is the one uploaded. */
+  runKey: string;
+  /** How long to wait for the step that stops the service to complete the snapshot and end. Defaults to 7200. */
+  waitSeconds?: number;
+}
 /** Output of the restore (stdout JSON). */
 export interface RestoreResult {
   restored: string;
@@ -306,7 +336,7 @@ function scriptsDir(): string {
 }
 
 /** Reads a script and inlines lib.sh in place of the `# @inline lib.sh` line. */
-type ScriptName = "preflight.sh" | "backup.sh" | "migrate.sh" | "install.sh" | "finalize.sh" | "restore.sh" | "configure.sh";
+type ScriptName = "preflight.sh" | "backup.sh" | "offsite.sh" | "migrate.sh" | "install.sh" | "finalize.sh" | "restore.sh" | "configure.sh";
 
 export function loadScript(name: ScriptName): string {
   const cached = scriptCache.get(name);
@@ -355,6 +385,7 @@ function render(name: ScriptName, params: Record<string, ParamValue>): string {
 const HOST_VARS_USED: Record<ScriptName, readonly string[]> = {
   "preflight.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_AWS"],
   "backup.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISOR_CONF_DIR", "PDB_SUPERVISORCTL_CONFIG", "PDB_SYSTEMD_UNIT_DIR", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
+  "offsite.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_AWS"],
   "restore.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_AWS", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "migrate.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_KMS_DATA_DIR", "PDB_SERVICE_MANAGER", "PDB_SERVICE_NAME", "PDB_SERVICE_USER", "PDB_LISTEN_ADDR", "PDB_CONFIG_FILE", "PDB_SUPERVISORCTL_CONFIG", "PDB_STOP_TIMEOUT", "PDB_DOCKER_HOST"],
   "configure.sh": ["PDB_INSTALL_DIR", "PDB_DB_PATH", "PDB_SERVICE_NAME", "PDB_SERVICE_MANAGER"],
@@ -451,23 +482,32 @@ export function renderPreflightScript(p: PreflightParams): string {
     PDB_TOOL_ARCHIVE: p.migrationTool?.archiveName,
     PDB_CFG_DB_KEY: p.operatorConfig?.dbPathKey,
     PDB_CFG_REQUIRED: p.operatorConfig?.requiredKeys.join(" "),
+    PDB_BACKUP_MODE: p.s3 ? p.backupMode : undefined,
   });
 }
 
+/** Where an instance's backups live below the prefix: `<stack>`, or `<stack>/<instance>` in a fleet. */
+function validateBackupScope(scope: string): void {
+  check(/^(?!\.\.?(\/|$))[A-Za-z0-9._-]+(\/[a-z0-9-]+)?$/.test(scope), `stack must match [A-Za-z0-9._-]+(/<instance>)? and not be . or .., got ${JSON.stringify(scope)}`);
+}
+
 /**
- * Backup: stop, stream tar.gz to
- * `s3://<bucket>/<prefix>/<stack>/<YYYYmmddTHHMMSSZ>-<from>-to-<to>.tar.gz`,
- * publish with sha256 metadata + `.sha256` sidecar, verify. Leaves the service
- * stopped on success. Stdout: {@link BackupResult}.
+ * Backup, for `s3://<bucket>/<prefix>/<stack>/<YYYYmmddTHHMMSSZ>-<from>-to-<to>.tar.zst`
+ * (`.tar.gz` on a host without zstd). `stream`: stop, stream to S3 with the sha256 measured in
+ * the stream, verify the size, write the `.sha256` sidecar; leaves the service stopped on
+ * success. `snapshot`: the warm copy beside the data dir, nothing stopped (the offsite step
+ * uploads it). Stdout: {@link BackupResult}.
  */
 export function renderBackupScript(p: BackupParams): string {
   validateHost(p.host);
   validateVersion("version", p.version);
-  check(/^[A-Za-z0-9._-]+$/.test(p.stack), `stack must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.stack)}`);
+  validateBackupScope(p.stack);
   validateS3(p.s3);
   check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
   const gzipLevel = p.gzipLevel ?? 6;
   checkInt("gzipLevel", gzipLevel, 1, 9);
+  const minFreeMb = p.minFreeMb ?? 0;
+  checkInt("minFreeMb", minFreeMb, 0);
   return render("backup.sh", {
     ...hostVars("backup.sh", p.host),
     PDB_VERSION: p.version,
@@ -475,7 +515,32 @@ export function renderBackupScript(p: BackupParams): string {
     ...s3Vars(p.s3, true),
     PDB_GZIP_LEVEL: gzipLevel,
     PDB_RUN_KEY: p.runKey,
+    PDB_BACKUP_MODE: p.mode ?? "stream",
+    PDB_MIN_FREE_MB: minFreeMb,
     PDB_HEALTH_URL: (p.healthUrl ?? defaultHealthUrl(p.host.listenAddr)).replace(/\/+$/, ""),
+  });
+}
+
+/**
+ * Offsite: the backup of this run key in S3, verified: repeats a streamed backup's result, or
+ * uploads the snapshot once the step that stopped the service has completed it and ended.
+ * Stdout: {@link BackupResult}.
+ */
+export function renderOffsiteScript(p: OffsiteParams): string {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  validateBackupScope(p.stack);
+  validateS3(p.s3);
+  check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
+  const waitSeconds = p.waitSeconds ?? 7200;
+  checkInt("waitSeconds", waitSeconds, 1);
+  return render("offsite.sh", {
+    ...hostVars("offsite.sh", p.host),
+    PDB_VERSION: p.version,
+    PDB_STACK: p.stack,
+    ...s3Vars(p.s3, false),
+    PDB_RUN_KEY: p.runKey,
+    PDB_WAIT_SECONDS: waitSeconds,
   });
 }
 
@@ -530,6 +595,8 @@ export function renderInstallScript(p: InstallParams): string {
     PDB_AUTO_REVERT_SECONDS: p.autoRevertSeconds,
     PDB_BACKUP_URI: p.backupUri,
     PDB_TARGET_LAYOUT: p.targetLayout,
+    // Only in a fleet: a stack of one renders the script it always did.
+    ...(p.fleetNote ? { PDB_FLEET_NOTE: p.fleetNote } : {}),
   });
 }
 

@@ -8,7 +8,8 @@ import { familyOf, ReleaseFamily, ServiceConfig } from "./releases";
 import { Preflight } from "./preflight";
 import { Restore } from "./restore";
 import { BackupRecord, appendBackup, resolveRestore } from "./backupLedger";
-import { Backup } from "./backup";
+import { Backup, backupModeOf } from "./backup";
+import { Offsite } from "./offsite";
 import { BackupBucket } from "./backupBucket";
 import { Migrate } from "./migrate";
 import { BinaryDeployment } from "./binaryDeployment";
@@ -35,6 +36,15 @@ export interface ProgressDbArgs {
   previousKeptData?: KeptData;
   /** The stack's ledger of verified backups from its last outputs: carried on, with this update's backup appended. */
   backupLedger?: BackupRecord[];
+  /**
+   * A fleet: what the first step that stops this instance must wait for — every instance's preflight
+   * (nothing stops before all are known good) and the instance before it in the rollout.
+   */
+  stopAfter?: Promise<pulumi.Resource[]>;
+  /** A fleet's first instance: the smoke test is mandatory (with an API key), and it bakes this long before the next starts. */
+  canary?: { bakeSeconds: number };
+  /** A fleet: the rollout's order and what a failure here leaves where, appended to a failed health check. */
+  fleetNote?: string;
 }
 
 /** Data a migration kept beside the migrated data dir, for a rollback across the data format. */
@@ -93,6 +103,12 @@ export class ProgressDb extends pulumi.ComponentResource {
   public readonly imageRef: pulumi.Output<string>;
   /** Container mode: the image the previous version ran, kept on the host for a rollback; "" otherwise. */
   public readonly previousImageRef: pulumi.Output<string>;
+  /** What runs before anything stops (the preflight, and the image pull in container mode): a fleet waits for every instance's. */
+  public readonly prepared: pulumi.Resource[];
+  /** The last step: the next instance of a fleet starts after it. */
+  public readonly done: pulumi.Resource;
+  /** What the health check found: a stack's verifiedVersions is made of these. */
+  public readonly checks: pulumi.Output<{ status: string; smokeResult: string; continuity: string }>;
 
   constructor(name: string, args: ProgressDbArgs, opts?: pulumi.ComponentResourceOptions) {
     super("progressdb:index:ProgressDb", name, {}, opts);
@@ -180,6 +196,7 @@ export class ProgressDb extends pulumi.ComponentResource {
         s3,
         checkBucketSettings: !s.backup.createBucket,
         supersedeOlderBackupsOf: s.backup.createBucket ? args.stack : undefined,
+        backupMode: backupModeOf(s),
         stdin: s3Stdin,
       },
       { ...child, dependsOn: [...afterBucket, probe] },
@@ -189,6 +206,10 @@ export class ProgressDb extends pulumi.ComponentResource {
         ? new ContainerImage(`${name}-image`, { container: s.deployment.container!, version, tag: family.imageTag(version) }, { ...child, dependsOn: [preflight] })
         : undefined;
     const prepared: pulumi.Resource[] = image ? [preflight, image] : [preflight];
+    this.prepared = prepared;
+    const stopAfter = args.stopAfter;
+    const afterPrepared = (...more: pulumi.Resource[]): pulumi.Input<pulumi.Resource[]> =>
+      stopAfter ? stopAfter.then((after) => [...prepared, ...after, ...more]) : [...prepared, ...more];
 
     // 2. What the running version serves, read through its API before anything stops.
     // Off for a restore, and for a rollback onto the data a migration kept (its later writes are
@@ -208,21 +229,29 @@ export class ProgressDb extends pulumi.ComponentResource {
             caCertPem: s.health.caCertPem,
             requestTimeoutSeconds: s.health.requestTimeoutSeconds,
           },
-          { ...child, dependsOn: prepared },
+          { ...child, dependsOn: afterPrepared() },
         )
       : undefined;
-    const beforeBackup = snapshot ? [...prepared, snapshot] : prepared;
+    const beforeBackup = snapshot ? afterPrepared(snapshot) : afterPrepared();
 
-    // 3. The verified backup (stops the service).
+    // 3. The backup: a warm snapshot (binary mode), or streamed to S3 with the service stopped.
     const backup = s3
-      ? new Backup(`${name}-backup`, { connection, host, version, runKey, stack: args.stack, s3, stdin: s3Stdin }, { ...child, dependsOn: beforeBackup })
+      ? new Backup(
+          `${name}-backup`,
+          { connection, host, version, runKey, stack: args.stack, s3, mode: backupModeOf(s), minFreeMb: binary.minFreeMb, stdin: s3Stdin },
+          { ...child, dependsOn: beforeBackup },
+        )
       : undefined;
+    // The backup in S3, verified: a snapshot is uploaded once the service runs again. It depends on
+    // the backup alone, so it runs beside the migration and the install and ends (in state) even
+    // when they fail; finalize waits for it.
+    const offsite = backup && s3 ? new Offsite(`${name}-offsite`, { connection, host, version, runKey, stack: args.stack, s3, stdin: s3Stdin }, { ...child, dependsOn: [backup] }) : undefined;
 
     // The ledger of verified backups, this update's own appended (in state even when the update that took it failed).
     const ledger = args.backupLedger ?? [];
-    this.backupLedger = backup
+    this.backupLedger = offsite
       ? pulumi
-          .all([backup.uri, backup.sha256, backup.fromVersion, backup.at])
+          .all([offsite.uri, offsite.sha256, offsite.fromVersion, offsite.at])
           .apply(([uri, sha256, fromVersion, at]) => (uri ? appendBackup(ledger, { uri, sha256, fromVersion, toVersion: version, at }) : ledger))
       : pulumi.output(ledger);
 
@@ -236,7 +265,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           { ...child, dependsOn: backup ? [backup] : beforeBackup },
         )
       : undefined;
-    const afterBackup: pulumi.Resource[] = restore ? [restore] : backup ? [backup] : beforeBackup;
+    const afterBackup: pulumi.Input<pulumi.Resource[]> = restore ? [restore] : backup ? [backup] : beforeBackup;
 
     // 3c. Crossing the data format: the offline migration, old data kept.
     const migrate = tool
@@ -272,6 +301,7 @@ export class ProgressDb extends pulumi.ComponentResource {
           healthUrl: s.health.url,
           autoRevertSeconds: s.health.autoRevert ? s.health.timeoutSeconds : 0,
           targetLayout: family.dataLayout,
+          fleetNote: args.fleetNote,
           stdin: serviceStdin,
           serviceStoppedBy: backup?.runId,
           settingsDigest,
@@ -316,7 +346,9 @@ export class ProgressDb extends pulumi.ComponentResource {
         requestTimeoutSeconds: s.health.requestTimeoutSeconds,
         headers: s.health.headers,
         caCertPem: s.health.caCertPem,
-        smokeTest: s.health.smokeTest,
+        smokeTest: s.health.smokeTest || (args.canary !== undefined && secrets.apiKey !== undefined),
+        bakeSeconds: args.canary?.bakeSeconds || undefined,
+        fleetNote: args.fleetNote,
         apiKey: secrets.apiKey,
         adminApiKey: secrets.adminApiKey,
         // Only when this update changed the running version: a restart on a new config compares
@@ -342,15 +374,15 @@ export class ProgressDb extends pulumi.ComponentResource {
         checkRunId: health.runId,
         stdin: "",
       },
-      { ...child, dependsOn: [health] },
+      { ...child, dependsOn: offsite ? [health, offsite] : [health] },
     );
 
     // The configured version, once the health check proved it and the finalize step committed it.
     this.version = pulumi.all([finalize.version, health.reportedVersion]).apply(([committed]) => committed);
     this.previousVersion = deployment.previousVersion;
-    this.backupUri = backup?.uri ?? pulumi.output("");
-    this.backupSha256 = backup?.sha256 ?? pulumi.output("");
-    this.backupSize = backup?.size ?? pulumi.output(0);
+    this.backupUri = offsite?.uri ?? pulumi.output("");
+    this.backupSha256 = offsite?.sha256 ?? pulumi.output("");
+    this.backupSize = offsite?.size ?? pulumi.output(0);
     this.healthStatus = pulumi.all([finalize.version, health.status]).apply(([, status]) => status);
     this.versionProof = health.versionProof;
     this.dataContinuity = health.continuity;
@@ -363,6 +395,8 @@ export class ProgressDb extends pulumi.ComponentResource {
     const containerDeployment = deployment instanceof ContainerDeployment ? deployment : undefined;
     this.imageRef = containerDeployment?.imageRef ?? pulumi.output("");
     this.previousImageRef = containerDeployment?.previousImageRef ?? pulumi.output("");
+    this.done = finalize;
+    this.checks = pulumi.all([finalize.version, health.status, health.smokeResult, health.continuity]).apply(([, status, smokeResult, continuity]) => ({ status, smokeResult, continuity }));
     this.registerOutputs({
       version: this.version,
       previousVersion: this.previousVersion,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on this machine, from the project's
-# own files: Debian packages (sshd, supervisor, the aws CLI, shellcheck, podman
-# for the container-mode e2e), then the pinned Pulumi toolchain and MinIO
+# own files: Debian packages (sshd, supervisor, the aws CLI, rsync and zstd for
+# the backups, shellcheck, podman for the container-mode e2e, docker.io's dockerd for the same against Docker,
+# mmdebstrap and systemd-nspawn for the systemd test host), then the pinned Pulumi toolchain and MinIO
 # (scripts/tools.sh), with the command and docker provider stand-ins. Idempotent; fast when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ declare -A NEEDED=(
   [/usr/bin/ssh]=openssh-client
   [/usr/bin/supervisord]=supervisor
   [/usr/bin/aws]=awscli
+  [/usr/bin/rsync]=rsync
+  [/usr/bin/zstd]=zstd
   [/usr/bin/shellcheck]=shellcheck
   [/usr/bin/curl]=curl
   [/usr/bin/openssl]=openssl
@@ -20,6 +23,9 @@ declare -A NEEDED=(
   [/usr/lib/podman/netavark]=netavark
   [/usr/lib/podman/aardvark-dns]=aardvark-dns
   [/usr/sbin/iptables]=iptables
+  [/usr/bin/mmdebstrap]=mmdebstrap
+  [/usr/bin/systemd-nspawn]=systemd-container
+  [/usr/sbin/dockerd]=docker.io
 )
 missing=()
 for path in "${!NEEDED[@]}"; do

@@ -32,6 +32,8 @@ export function inputKeys(): string[] {
     "baseline",
     "baselineVersion",
     "dataContinuity",
+    "bakeSeconds",
+    "fleetNote",
     "providerVersion",
   ];
 }
@@ -110,6 +112,8 @@ export function optionsFromInputs(inputs: HealthInputs): PollOptions {
     baseline: normalizeSample(inputs["baseline"]),
     baselineVersion: str(inputs["baselineVersion"]),
     dataContinuity: typeof dc === "boolean" ? dc : undefined,
+    bakeMs: Math.round(num(inputs["bakeSeconds"], 0) * 1000),
+    fleetNote: str(inputs["fleetNote"]),
   };
 }
 
@@ -242,7 +246,8 @@ export function diffInputs(olds: HealthInputs, news: HealthInputs): { changes: b
     versionProofMode: "readyz",
     dialect: "frontend-v1",
   };
-  const updateKeys = inputKeys().filter((k) => !replaceKeys.includes(k));
+  // The fleet note only describes where a rollout stands: a new text is no reason to re-check.
+  const updateKeys = inputKeys().filter((k) => !replaceKeys.includes(k) && k !== "fleetNote");
   const updated = updateKeys.some((k) => !same(olds[k] ?? defaults[k], news[k] ?? defaults[k]));
   const unhealthy = olds["status"] !== undefined && olds["status"] !== "healthy";
   return { changes: replaces.length > 0 || updated || unhealthy, replaces, deleteBeforeReplace: false };

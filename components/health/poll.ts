@@ -75,6 +75,10 @@ export interface PollOptions {
   dataContinuity?: boolean;
   /** Budget of the continuity read, separate from timeoutMs. Defaults to 60000. */
   continuityTimeoutMs?: number;
+  /** A fleet's canary: once healthy, run this long on the new version, then prove health and version again. */
+  bakeMs?: number;
+  /** A fleet: which instance runs which version, appended to a failure. */
+  fleetNote?: string;
 }
 
 /** Injectable clock/sleep/randomness (tests); defaults are the real ones. */
@@ -381,8 +385,15 @@ export async function runHealthCheck(opts: PollOptions, deps: PollDeps = {}): Pr
 
 /** Throwing form for create/update: resolves when healthy (whatever the continuity), rejects with the one readable message. */
 export async function pollUntilHealthy(opts: PollOptions, deps: PollDeps = {}): Promise<PollResult> {
+  const fail = (message: string) => new Error(opts.fleetNote ? `${message}\n${opts.fleetNote}` : message);
   const o = await runHealthCheck(opts, deps);
-  if (!o.ok) throw new Error(o.message);
+  if (!o.ok) throw fail(o.message);
+  if (opts.bakeMs && opts.bakeMs > 0) {
+    await (deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms))))(opts.bakeMs);
+    // Health and version only: the smoke test and the continuity gate already passed.
+    const again = await runHealthCheck({ ...opts, smokeTest: false, dataContinuity: false, timeoutMs: opts.requestTimeoutMs }, deps);
+    if (!again.ok) throw fail(`the canary was healthy on ${opts.expectedVersion}, then failed after baking for ${opts.bakeMs / 1000} s: ${again.message}`);
+  }
   return {
     status: "healthy",
     reportedVersion: o.reportedVersion,

@@ -12,6 +12,11 @@
 # A unit, program, launcher or pidfile of that name that this program did not
 # write is never overwritten (exit 1 before anything changes).
 #
+# The backup's warm snapshot (backup.sh's snapshot mode), when there is one
+# for this upgrade, is completed right after the stop (the cold delta: rsync of
+# what changed since), before anything else changes; when this script ends,
+# however it ends, offsite.sh may upload it (see lib.sh, "the warm snapshot").
+#
 # Then waits up to PDB_AUTO_REVERT_SECONDS for <health>/readyz to report the
 # new version; if it never does (and the value is > 0), switches current back
 # to the previous release, restarts it and exits non-zero. Releases beyond
@@ -41,6 +46,9 @@ PDB_SCRIPT=${PDB_SCRIPT:-install}
 
 read_secrets
 umask 022
+# A backup snapshot this upgrade stopped the service for may be uploaded once this script ends.
+trap snapshot_release EXIT
+snapshot_claim
 # Before anything is written, and before the EXIT trap below could start a service of that name.
 check_service_files
 ensure_service_user
@@ -66,6 +74,7 @@ on_exit() {
       log "FAILED to start $current again — the service is DOWN; see $(svc_where_logs)"
     fi
   fi
+  snapshot_release
   exit "$rc"
 }
 trap on_exit EXIT
@@ -219,13 +228,17 @@ start_release() {
 }
 
 # 5. Switch and start.
-if [ "$current" = "$PDB_VERSION" ] && svc_is_running && [ "$unit_changed" = 0 ] && [ "$launcher_changed" = 0 ] && [ "$config_changed" = 0 ] &&
+if [ "$current" = "$PDB_VERSION" ] && ! snapshot_waiting && svc_is_running && [ "$unit_changed" = 0 ] && [ "$launcher_changed" = 0 ] && [ "$config_changed" = 0 ] &&
   wait_ready "$PDB_VERSION" 0; then
   log "$PDB_VERSION is already current, running and ready: nothing to restart"
 else
   if svc_is_running; then
     log "stopping $PDB_SERVICE_NAME ($current)"
     svc_stop || fail 1 "could not stop $PDB_SERVICE_NAME ($current) (current still points to it)"
+  fi
+  # The backup's warm snapshot: what changed since, now that nothing writes (no S3 call while stopped).
+  if snapshot_waiting; then
+    snapshot_seal || fail 1 "could not complete the backup snapshot $(snapshot_dir) (rsync failed; see above): $current starts again, nothing was upgraded"
   fi
   # A rollback across the data format: this release runs on the data the
   # migration kept (the newer data is moved aside, not deleted).

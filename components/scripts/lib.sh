@@ -31,6 +31,8 @@ fail() {
   pdb_code=$1
   shift
   log "ERROR: $*"
+  # A fleet's install: where the rollout stands (which instances run which version).
+  [ -z "${PDB_FLEET_NOTE:-}" ] || log "$PDB_FLEET_NOTE"
   exit "$pdb_code"
 }
 
@@ -638,4 +640,296 @@ wait_ready() {
     fi
     sleep 0.5
   done
+}
+
+# ---- backups: what goes in, the codec, the upload ------------------------------
+# A backup is a tar of the data dir (+ the separate v0.1.x KMS dir), members
+# named by their physical paths without the leading "/", and
+# progressdb-backup.json at the root; compressed with zstd (multithreaded) when
+# the host has it, else gzip. Never in it: a service env file, a config file in
+# the data dir (container mode keeps the keys there), 0.2.x crash dumps (they
+# print the process environment).
+
+# backup_members: sets PDB_DB_ABS and PDB_KMS_ABS ("" when absent or inside the data dir).
+backup_members() {
+  PDB_DB_ABS=$(cd -- "$PDB_DB_PATH" && pwd -P)
+  PDB_KMS_ABS=''
+  if [ -n "${PDB_KMS_DATA_DIR:-}" ] && [ -d "$PDB_KMS_DATA_DIR" ]; then
+    PDB_KMS_ABS=$(cd -- "$PDB_KMS_DATA_DIR" && pwd -P)
+    case "$PDB_KMS_ABS/" in "$PDB_DB_ABS"/*) PDB_KMS_ABS='' ;; esac
+  fi
+}
+
+# backup_codec: "zst" (zstd -T0) when the host has zstd, else "gz".
+backup_codec() {
+  if command -v zstd >/dev/null 2>&1; then echo zst; else echo gz; fi
+}
+
+# compress <codec>: stdin to stdout.
+compress() {
+  case $1 in
+    zst) zstd -q -T0 -3 -c ;;
+    *) gzip -c "-${PDB_GZIP_LEVEL:-6}" ;;
+  esac
+}
+
+# archive_codec <file>: "zst" or "gz" from the file's magic bytes ("" for neither).
+archive_codec() {
+  case $(od -An -tx1 -N4 -- "$1" 2>/dev/null | tr -d ' \n') in
+    28b52ffd) echo zst ;;
+    1f8b*) echo gz ;;
+  esac
+}
+
+# backup_manifest <file> <at> <from>: the archive's progressdb-backup.json (information only: a restore takes no path from it).
+backup_manifest() {
+  printf '{"format":1,"createdAt":%s,"host":%s,"fromVersion":%s,"toVersion":%s,"dbPath":%s,"kmsDataDir":%s}\n' \
+    "$(json_str "$2")" "$(json_str "$(hostname 2>/dev/null || echo unknown)")" "$(json_str "$3")" \
+    "$(json_str "$PDB_VERSION")" "$(json_str "$PDB_DB_ABS")" "$(json_str "$PDB_KMS_ABS")" >"$1"
+}
+
+# data_kb: the size of what a backup holds, in KB.
+data_kb() {
+  du -skL -- "$PDB_DB_ABS" ${PDB_KMS_ABS:+"$PDB_KMS_ABS"} 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# aws_exec <s3|s3api> <args...>: like aws_s3, but replaces the calling (sub)shell, so
+# that `( aws_exec … ) &` leaves $! the aws process itself. Credentials go into its
+# environment only (this runs in a subshell of its own).
+aws_exec() {
+  pdb_svc=$1
+  shift
+  if [ -n "$PDB_SECRET_AWS_ACCESS_KEY_ID" ]; then
+    AWS_ACCESS_KEY_ID=$PDB_SECRET_AWS_ACCESS_KEY_ID
+    AWS_SECRET_ACCESS_KEY=$PDB_SECRET_AWS_SECRET_ACCESS_KEY
+    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  fi
+  if [ -n "$PDB_SECRET_AWS_SESSION_TOKEN" ]; then
+    AWS_SESSION_TOKEN=$PDB_SECRET_AWS_SESSION_TOKEN
+    export AWS_SESSION_TOKEN
+  fi
+  if [ -n "$PDB_S3_ENDPOINT" ]; then
+    exec "$PDB_AWS" "$pdb_svc" --region "$PDB_S3_REGION" --endpoint-url "$PDB_S3_ENDPOINT" "$@"
+  fi
+  exec "$PDB_AWS" "$pdb_svc" --region "$PDB_S3_REGION" "$@"
+}
+
+# upload_backup <key> <work dir> <manifest dir> <root> <member...>: streams the tar of
+# progressdb-backup.json (in <manifest dir>) and the members (relative to <root>)
+# through the codec straight into s3://$PDB_S3_BUCKET/<key> (no copy on disk), with
+# its sha256 and size measured in the stream. The upload reads a fifo that this
+# shell holds open: it sees the end of the stream, and completes the object, only
+# once every stage has succeeded; a failed stage kills it first, so no truncated
+# object is ever completed. Then verifies the object's size (head-object) and
+# writes the "<key>.sha256" sidecar, in parallel. Sets PDB_UP_SHA, PDB_UP_SIZE;
+# returns non-zero with PDB_UP_ERROR set.
+# The caller's EXIT trap must run upload_abort (a lost session kills the upload too).
+PDB_UP_PID=''
+# shellcheck disable=SC2034 # PDB_UP_ERROR, PDB_UP_SHA and PDB_UP_SIZE are read by the scripts that inline this file
+upload_backup() {
+  ub_key=$1
+  ub_work=$2
+  ub_mdir=$3
+  ub_root=$4
+  shift 4
+  PDB_UP_ERROR=''
+  ub_codec=${ub_key##*.}
+  ub_kb=$(du -skL -- "$ub_root/$1" ${2:+"$ub_root/$2"} 2>/dev/null | awk '{ s += $1 } END { print s + 0 }')
+  ub_meta=$(printf '{"from-version":%s,"to-version":%s,"stack":%s}' "$(json_str "$PDB_UP_FROM")" "$(json_str "$PDB_VERSION")" "$(json_str "$PDB_STACK")")
+  rm -f -- "$ub_work/up.fifo" "$ub_work"/*.rc
+  mkfifo "$ub_work/up.fifo"
+  digest_start "$ub_work"
+  # (--expected-size: an upper bound, which aws s3 cp - needs above ~50 GB.)
+  (aws_exec s3 cp --only-show-errors --expected-size $((ub_kb * 1024 + ub_kb * 11 + 1048576)) \
+    --content-type "application/$([ "$ub_codec" = zst ] && echo zstd || echo gzip)" --metadata "$ub_meta" \
+    - "s3://$PDB_S3_BUCKET/$ub_key") <"$ub_work/up.fifo" 2>"$ub_work/upload.err" &
+  PDB_UP_PID=$!
+  exec 9>"$ub_work/up.fifo"
+  {
+    rc=0
+    tar -cf - --exclude=progressdb.env --exclude="${PDB_DB_ABS#/}/config.yaml" --exclude='*/state/crash' --exclude='*/state/abort' \
+      -C "$ub_mdir" progressdb-backup.json -C "$ub_root" -- "$@" || rc=$?
+    echo "$rc" >"$ub_work/tar.rc"
+  } | {
+    rc=0
+    compress "$ub_codec" || rc=$?
+    echo "$rc" >"$ub_work/compress.rc"
+  } | {
+    rc=0
+    digest_tee "$ub_work" || rc=$?
+    echo "$rc" >"$ub_work/tee.rc"
+  } >&9
+  digest_result "$ub_work"
+  for ub_stage in tee tar compress; do
+    ub_rc=$(cat "$ub_work/$ub_stage.rc" 2>/dev/null || echo missing)
+    [ "$ub_rc" = 0 ] || break
+  done
+  if [ "$ub_rc" != 0 ] && [ "$ub_stage" != tee ]; then
+    upload_abort
+    PDB_UP_ERROR="backup stream failed at $ub_stage (exit $ub_rc): the upload to s3://$PDB_S3_BUCKET/$ub_key was abandoned before it completed"
+    return 1
+  fi
+  # (tee fails when its reader, the upload, has gone.)
+  exec 9>&-
+  ub_rc=0
+  wait "$PDB_UP_PID" || ub_rc=$?
+  PDB_UP_PID=''
+  if [ "$ub_rc" != 0 ] || [ "$(cat "$ub_work/tee.rc")" != 0 ]; then
+    PDB_UP_ERROR="backup stream failed at upload (exit $ub_rc) while writing s3://$PDB_S3_BUCKET/$ub_key ($(s3_where)): $(tr '\n' ' ' <"$ub_work/upload.err")"
+    return 1
+  fi
+  PDB_UP_SHA=$PDB_DIGEST_SHA
+  PDB_UP_SIZE=$PDB_DIGEST_SIZE
+  case $PDB_UP_SHA in *[!0-9a-f]* | '')
+    PDB_UP_ERROR="could not compute the sha256 of the stream"
+    return 1 ;;
+  esac
+  # Verify what S3 holds, and publish the sha256 beside it (each aws start costs ~1 s: in parallel).
+  printf '%s  %s\n' "$PDB_UP_SHA" "${ub_key##*/}" >"$ub_work/sidecar"
+  aws_s3 s3 cp --only-show-errors --content-type text/plain "$ub_work/sidecar" "s3://$PDB_S3_BUCKET/$ub_key.sha256" >"$ub_work/sidecar.err" 2>&1 &
+  ub_side=$!
+  ub_rc=0
+  ub_head=$(aws_s3 s3api head-object --bucket "$PDB_S3_BUCKET" --key "$ub_key" --query ContentLength --output text 2>&1) || ub_rc=$?
+  ub_side_rc=0
+  wait "$ub_side" || ub_side_rc=$?
+  if [ "$ub_rc" != 0 ]; then
+    PDB_UP_ERROR="head-object s3://$PDB_S3_BUCKET/$ub_key failed: $(printf '%s' "$ub_head" | tr '\n' ' ')"
+    return 1
+  fi
+  if [ "$ub_head" != "$PDB_UP_SIZE" ]; then
+    PDB_UP_ERROR="verification failed: s3://$PDB_S3_BUCKET/$ub_key is $ub_head bytes in S3, $PDB_UP_SIZE were streamed"
+    return 1
+  fi
+  if [ "$ub_side_rc" != 0 ]; then
+    PDB_UP_ERROR="could not write the sidecar s3://$PDB_S3_BUCKET/$ub_key.sha256: $(tr '\n' ' ' <"$ub_work/sidecar.err")"
+    return 1
+  fi
+}
+
+# upload_abort: kills an upload in flight before it sees the end of its stream
+# (the object is never completed; the multipart parts expire with the bucket's
+# abort-incomplete-uploads rule).
+upload_abort() {
+  [ -n "$PDB_UP_PID" ] || return 0
+  kill -TERM "$PDB_UP_PID" 2>/dev/null || true
+  wait "$PDB_UP_PID" 2>/dev/null || true
+  PDB_UP_PID=''
+  exec 9>&-
+}
+
+# drop_backup <key>: removes a backup object that failed its verification (tagged
+# first, so that in a versioned bucket its noncurrent version expires too).
+drop_backup() {
+  aws_s3 s3api put-object-tagging --bucket "$PDB_S3_BUCKET" --key "$1" --tagging 'TagSet=[{Key=progressdb-backup,Value=superseded}]' >/dev/null 2>&1 || true
+  aws_s3 s3 rm --only-show-errors "s3://$PDB_S3_BUCKET/$1" >/dev/null 2>&1 || true
+}
+
+# ---- the warm snapshot ----------------------------------------------------------
+# The backup copies the data dirs to <dbPath>.backup-snapshot/tree/ while the
+# service runs (rsync). The step that stops the service for the upgrade (the
+# install, or the migration when the data format is crossed) copies what changed
+# since (the cold delta, a fraction of a second whatever the data size) before it
+# changes anything, so the snapshot is what the old version left; the offsite
+# step uploads it once the service runs again, and removes it once the upload is
+# verified. <installDir>/run/snapshot records its run key, and the name of an
+# empty file beside it, run/snapshot.status-<status>, its status (a status change
+# is a rename: it works on a full disk, where the stopping step may have failed):
+#   copying    the warm copy is being made
+#   pending    the warm copy is there; the cold delta is still to come
+#   sealed     the cold delta is done; the service is still stopped
+#   released   sealed, and the step that stopped the service has ended
+#   abandoned  the upgrade ended before stopping the service (nothing to back up)
+
+snapshot_dir() { printf '%s.backup-snapshot' "$PDB_DB_PATH"; }
+snapshot_file() { printf '%s/run/snapshot' "$PDB_INSTALL_DIR"; }
+snapshot_key() { cat -- "$(snapshot_file)" 2>/dev/null || true; }
+snapshot_status() {
+  for pdb_f in "$(snapshot_file)".status-*; do
+    [ -e "$pdb_f" ] && printf '%s\n' "${pdb_f##*.status-}" && return 0
+  done
+  return 0
+}
+
+# snapshot_set <status> [<run key>]: a new run key starts a new record.
+snapshot_set() {
+  mkdir -p -- "$PDB_INSTALL_DIR/run"
+  if [ -n "${2:-}" ]; then
+    rm -f -- "$(snapshot_file)".status-*
+    printf '%s\n' "$2" >"$(snapshot_file).tmp" && mv -f -- "$(snapshot_file).tmp" "$(snapshot_file)" || return 1
+  fi
+  pdb_old=$(snapshot_status)
+  if [ -n "$pdb_old" ]; then
+    [ "$pdb_old" = "$1" ] || mv -f -- "$(snapshot_file).status-$pdb_old" "$(snapshot_file).status-$1"
+  else
+    : >"$(snapshot_file).status-$1"
+  fi
+}
+
+# snapshot_forget: the record goes (the snapshot was uploaded).
+snapshot_forget() {
+  rm -f -- "$(snapshot_file)" "$(snapshot_file)".status-*
+}
+
+# snapshot_copy: rsync of the data dirs into the snapshot (the secrets never go in).
+# Times are compared to the nanosecond (a file rewritten within the same second
+# at the same size is copied again).
+snapshot_copy() {
+  backup_members
+  for sc_src in "$PDB_DB_ABS" ${PDB_KMS_ABS:+"$PDB_KMS_ABS"}; do
+    sc_dst="$(snapshot_dir)/tree$sc_src"
+    mkdir -p -- "$sc_dst"
+    rsync -a --delete --numeric-ids --modify-window=-1 --exclude=progressdb.env --exclude=/config.yaml \
+      --exclude='state/crash' --exclude='state/abort' -- "$sc_src/" "$sc_dst/" || return $?
+  done
+}
+
+# snapshot_room: succeeds when rsync is there and the snapshot fits beside the
+# data dir with PDB_MIN_FREE_MB left over; otherwise sets PDB_SNAPSHOT_WHY.
+# shellcheck disable=SC2034 # PDB_SNAPSHOT_WHY is read by the scripts that inline this file
+snapshot_room() {
+  if ! command -v rsync >/dev/null 2>&1; then
+    PDB_SNAPSHOT_WHY="rsync is not installed on the host"
+    return 1
+  fi
+  backup_members
+  sr_need=$(($(data_kb) / 1024))
+  if [ -d "$(snapshot_dir)" ]; then
+    sr_need=$((sr_need - $(du -sk -- "$(snapshot_dir)" | awk '{ print int($1 / 1024) }')))
+  fi
+  sr_free=$(free_mb "$(dirname -- "$PDB_DB_PATH")")
+  if [ "$sr_free" -lt $((sr_need + ${PDB_MIN_FREE_MB:-0})) ]; then
+    PDB_SNAPSHOT_WHY="the snapshot needs ${sr_need} MB beside $PDB_DB_PATH and ${PDB_MIN_FREE_MB:-0} MB must stay free (deployment.binary.minFreeMb), but ${sr_free} MB are free"
+    return 1
+  fi
+}
+
+# snapshot_seal: run by the step that stopped the service, before it changes
+# anything: the cold delta of a pending snapshot. Fails if the copy fails.
+snapshot_seal() {
+  case $(snapshot_status) in pending | abandoned) ;; *) return 0 ;; esac
+  [ -d "$(snapshot_dir)/tree" ] || return 1
+  ss_t0=$(date +%s)
+  snapshot_copy || return 1
+  snapshot_set sealed
+  log "backup snapshot completed with the service stopped (cold delta in $(($(date +%s) - ss_t0)) s): $(snapshot_dir)"
+}
+
+# snapshot_release: on the exit of a step that may have stopped the service:
+# a sealed snapshot may now be uploaded; a pending one was never sealed.
+snapshot_release() {
+  case $(snapshot_status) in
+    sealed) snapshot_set released ;;
+    pending) snapshot_set abandoned ;;
+  esac
+}
+
+# snapshot_claim: run first by a step that may stop the service: a snapshot that
+# an earlier run of this upgrade left abandoned is pending again (this run completes it).
+snapshot_claim() {
+  [ "$(snapshot_status)" != abandoned ] || snapshot_set pending
+}
+
+# snapshot_waiting: a snapshot still needs its cold delta.
+snapshot_waiting() {
+  case $(snapshot_status) in pending | abandoned) [ -d "$(snapshot_dir)/tree" ] ;; *) return 1 ;; esac
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # migrate.sh — cross the 0.1.x → 0.2.x data format offline, with the target
 # release's own prgcli (`migrate --format pebble`), while the service is
-# stopped (the backup stopped it). The old directory is kept intact beside the
+# stopped (it stops it, then completes the backup's warm snapshot of the old
+# data; or the streaming backup stopped it). The old directory is kept intact beside the
 # new one, under a name that says which versions it belongs to:
 #   <dbPath>            the migrated 0.2.x data (what the new release opens)
 #   <dbPath>.v<from>-kept-before-v<to>   the 0.1.x data, untouched
@@ -64,15 +65,21 @@ cleanup() {
     else
       log "FAILED to start $from again — the service is DOWN; see $(svc_where_logs)"
     fi
+    snapshot_release
   fi
   exit "$rc"
 }
 trap cleanup EXIT
 
+snapshot_claim
 [ ! -e "$kept" ] || fail 1 "$kept already exists (data kept by an earlier migration): move it away or remove it, then re-run (nothing was changed)"
 if svc_is_running; then
   log "stopping $PDB_SERVICE_NAME: the migration reads the data offline"
   svc_stop || fail 1 "could not stop $PDB_SERVICE_NAME before migrating (nothing was changed)"
+fi
+# The backup's warm snapshot of the old data: what changed since, now that nothing writes.
+if snapshot_waiting; then
+  snapshot_seal || fail 1 "could not complete the backup snapshot $(snapshot_dir) (rsync failed; see above) (nothing was changed)"
 fi
 
 # The tool, from the archive the preflight verified.

@@ -21,10 +21,13 @@
 #   not versioned or has no default encryption)
 #   PDB_SUPERSEDE_PREFIX (<prefix>/<stack>/ in a bucket the stack created: tag all
 #   but the newest backup there superseded)
+#   PDB_BACKUP_MODE (snapshot|stream|"": how the backup will be taken; snapshot
+#   needs rsync and room beside the data dir, or the backup falls back to stream)
 # Container mode (PDB_SERVICE_MANAGER=docker) has no archive: PDB_ARTIFACT_URL is "".
 # Stdin: optional AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
 # Stdout: {"archive":"<staged path>","sha256":"<hex>","reused":<bool>,"layout":"root|store|empty",
-#   "plan":"start|migrate|swap-back","tool":"<staged prgcli archive or \"\">","warnings":["..."]}
+#   "plan":"start|migrate|swap-back","tool":"<staged prgcli archive or \"\">","warnings":["..."],
+#   "backup":"snapshot|stream|none"}
 # Exit: 0 ok; 1 a check failed (nothing was changed); 2 bad parameters.
 set -eu
 : "${PDB_INSTALL_DIR:?}" "${PDB_DB_PATH:?}" "${PDB_SERVICE_MANAGER:?}" "${PDB_SERVICE_NAME:?}"
@@ -34,6 +37,7 @@ set -eu
 : "${PDB_KMS_DATA_DIR=}" "${PDB_CONFIG_FILE=}" "${PDB_SUPERVISORCTL_CONFIG=}" "${PDB_AWS:=aws}" "${PDB_SERVICE_USER:?}"
 : "${PDB_SUPERVISOR_CONF_DIR:=/etc/supervisor/conf.d}" "${PDB_SYSTEMD_UNIT_DIR:=/etc/systemd/system}"
 : "${PDB_CHECKSUMS_URL=}" "${PDB_SHA256=}" "${PDB_S3_BUCKET=}" "${PDB_S3_ENDPOINT=}" "${PDB_S3_REGION:=us-east-1}"
+: "${PDB_BACKUP_MODE=}"
 PDB_SCRIPT=${PDB_SCRIPT:-preflight}
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname -- "$0")/lib.sh" # @inline lib.sh
@@ -186,7 +190,7 @@ if [ -n "$PDB_S3_BUCKET" ] && [ -n "$PDB_SUPERSEDE_PREFIX" ]; then
     warn "could not list $where to tag older backups superseded (they are kept, not expired): $(printf '%s' "$keys" | tr '\n' ' ')"
     keys=''
   fi
-  newest=$(printf '%s\n' "$keys" | tr -s '[:space:]' '\n' | grep '\.tar\.gz$' | sort | tail -n 1)
+  newest=$(printf '%s\n' "$keys" | tr -s '[:space:]' '\n' | grep -E '\.tar\.(zst|gz)$' | sort | tail -n 1)
   tag_err=$(mktemp)
   pids=''
   for k in $keys; do
@@ -202,6 +206,20 @@ if [ -n "$PDB_S3_BUCKET" ] && [ -n "$PDB_SUPERSEDE_PREFIX" ]; then
     log "backups under $where older than ${newest##*/} tagged superseded: they expire after the bucket's retention"
   fi
   rm -f -- "$tag_err"
+fi
+
+# 3d. How the backup will be taken. A snapshot needs rsync and room for a copy
+# of the data beside the data dir; without them the backup streams to S3 with
+# the service stopped (longer downtime), which is said here, before anything stops.
+backup=none
+if [ -n "$PDB_S3_BUCKET" ] && [ -n "$PDB_BACKUP_MODE" ] && [ "$layout" != empty ]; then
+  backup=$PDB_BACKUP_MODE
+  if [ "$backup" = snapshot ] && ! snapshot_room; then
+    warn "no room for the backup snapshot ($PDB_SNAPSHOT_WHY): the backup falls back to streaming to S3 with the service stopped, so the downtime grows with the data"
+    backup=stream
+  fi
+  [ "$(backup_codec)" = zst ] || warn "zstd is not installed on the host: backups are compressed with gzip, which is slower (apt-get install zstd)"
+  log "backup: $backup"
 fi
 
 # 4. Release archive (and the migration tool), verified.
@@ -274,5 +292,5 @@ if [ "$plan" = migrate ]; then
   tool=$PDB_STAGED_PATH
 fi
 
-printf '{"archive":%s,"sha256":%s,"reused":%s,"layout":%s,"plan":%s,"tool":%s,"warnings":[%s]}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused" \
-  "$(json_str "$layout")" "$(json_str "$plan")" "$(json_str "$tool")" "$warnings"
+printf '{"archive":%s,"sha256":%s,"reused":%s,"layout":%s,"plan":%s,"tool":%s,"warnings":[%s],"backup":%s}\n' "$(json_str "$archive")" "$(json_str "$expected")" "$reused" \
+  "$(json_str "$layout")" "$(json_str "$plan")" "$(json_str "$tool")" "$warnings" "$(json_str "$backup")"

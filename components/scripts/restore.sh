@@ -2,6 +2,8 @@
 # restore.sh — put a backup taken by backup.sh back in place of the data dir
 # (and the separate v0.1.x KMS dir), for a rollback past a data migration.
 #
+# Backups are tar.zst, or tar.gz when taken before zstd (or on a host
+# without it): the archive's own first bytes say which.
 # The program names the object (PDB_RESTORE, s3://<bucket>/<key>) and the
 # sha256 it must have (PDB_SHA256: the one the stack recorded when it took the
 # backup, or progressdb:restore.sha256), never the object's own metadata. The
@@ -77,7 +79,7 @@ mkdir -p -- "$db_parent"
 staging=$(mktemp -d "$db_parent/.progressdb-restore.XXXXXX")
 trap 'rm -rf -- "$staging"' EXIT
 trap 'exit 130' INT TERM HUP
-archive="$staging/backup.tar.gz"
+archive="$staging/backup.tar"
 
 # need_space <bytes> <what>: fails unless the staging dir's filesystem has room for it (+64 MB).
 need_space() {
@@ -97,10 +99,18 @@ size=$(wc -c <"$archive" | tr -d ' ')
 [ "$sha" = "$PDB_SHA256" ] ||
   fail 1 "sha256 mismatch for $uri: downloaded $sha, expected $PDB_SHA256 (recorded when the backup was taken) (nothing was changed)"
 log "verified $uri ($size bytes, sha256 $sha)"
+# tar.zst (zstd) or, for backups taken before it, tar.gz: told by the bytes, not the name.
+case $(archive_codec "$archive") in
+  zst)
+    command -v zstd >/dev/null 2>&1 || fail 1 "$uri is compressed with zstd, which is not installed on the host: install it (apt-get install zstd) and re-run (nothing was changed)"
+    unzip_flag=--zstd ;;
+  gz) unzip_flag=-z ;;
+  *) fail 1 "$uri is neither a tar.zst nor a tar.gz (nothing was changed)" ;;
+esac
 
 # What the archive holds, before anything is extracted from it.
-if ! tar -tzf "$archive" -- >"$staging/names" 2>"$staging/list.err" || ! tar -tvzf "$archive" -- >"$staging/long" 2>>"$staging/list.err"; then
-  fail 1 "$uri is not a readable tar.gz: $(tr '\n' ' ' <"$staging/list.err") (nothing was changed)"
+if ! tar "$unzip_flag" -tf "$archive" -- >"$staging/names" 2>"$staging/list.err" || ! tar "$unzip_flag" -tvf "$archive" -- >"$staging/long" 2>>"$staging/list.err"; then
+  fail 1 "$uri is not a readable backup archive: $(tr '\n' ' ' <"$staging/list.err") (nothing was changed)"
 fi
 bad=$(grep -E -m 1 '^/|(^|/)\.\.(/|$)' "$staging/names" || true)
 [ -z "$bad" ] || fail 1 "$uri holds a member outside the archive ('$bad'): refusing to extract it (nothing was changed)"
@@ -109,7 +119,7 @@ bad=$(awk '!/^[-dlh]/ || (/^[lh]/ && (/ -> \// || / link to \// || /\.\./))' "$s
 need_space "$(awk '{ s += $3 } END { printf "%d", s }' "$staging/long")" "the extracted $uri"
 
 mkdir "$staging/tree"
-tar -xzf "$archive" -C "$staging/tree" --no-same-owner -- 2>"$staging/extract.err" ||
+tar "$unzip_flag" -xf "$archive" -C "$staging/tree" --no-same-owner -- 2>"$staging/extract.err" ||
   fail 1 "cannot extract $uri: $(tr '\n' ' ' <"$staging/extract.err") (nothing was changed)"
 rm -f -- "$archive"
 

@@ -8,7 +8,7 @@
 # changed or renamed between <base> and <head> (git diff <base>...<head>, i.e. since the
 # merge base: what a pull request changes). A deleted stack file picks nothing.
 # With --all-on-program-change, a change to the program itself (index.ts, components/,
-# Pulumi.yaml, package.json, package-lock.json, tsconfig.json) picks every stack that has a
+# Pulumi.yaml, package.json, package-lock.json, tsconfig.json, tsconfig.program.json) picks every stack that has a
 # file at <head> (a preview of all of them; the merge workflow does not pass it).
 #
 # With --stacks, the named stacks are taken instead of a diff (each must have its Pulumi.<stack>.yaml
@@ -81,7 +81,7 @@ else
   # -z: NUL-separated, so names are never quoted or split.
   while IFS= read -r -d '' path; do
     case "$path" in
-      Pulumi.yaml|index.ts|components/*|package.json|package-lock.json|tsconfig.json) program_changed=1 ;;
+      Pulumi.yaml|index.ts|components/*|package.json|package-lock.json|tsconfig.json|tsconfig.program.json) program_changed=1 ;;
       Pulumi.*.yaml) name=${path#Pulumi.}; add "${name%.yaml}" ;;
     esac
   done < <(git diff -z --name-only --diff-filter=ACMR --no-renames "$base...$head" --)

@@ -58,7 +58,7 @@ export function toolsEnv(): NodeJS.ProcessEnv {
 }
 
 /** The project's files a scratch copy links to; its stack file is a real copy. */
-const PROJECT_FILES = ["Pulumi.yaml", "package.json", "tsconfig.json", "index.ts", "components", "node_modules"];
+const PROJECT_FILES = ["Pulumi.yaml", "package.json", "tsconfig.json", "tsconfig.program.json", "index.ts", "components", "node_modules"];
 
 export interface StackOptions {
   /** Where the file backend and a scratch copy of the project (with its own stack file) live. */

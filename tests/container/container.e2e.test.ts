@@ -1,5 +1,6 @@
 // Container mode end to end, for real: the real `pulumi` CLI drives the
-// program in container mode against podman's Docker-compatible API socket,
+// program in container mode against each container engine here, podman's
+// Docker-compatible API socket and Debian's dockerd (the same tests for both),
 // with images built here from the ProgressDB stand-in and shaped like the real
 // ones (uid 1000, /home/progressdb, VOLUME /data, the release's own CMD, tags
 // v<version>), the host steps over real SSH to this machine (the "docker
@@ -17,6 +18,7 @@
 // by tests/contract/providers.contract.test.ts. The provider publishes ports
 // with HostIp 0.0.0.0 as upstream does; podman 4.3 mishandles that, so the
 // provider talks to it through the Docker-faithful proxy in ./podman.ts.
+// dockerd (./dockerd.ts) is spoken to directly.
 import type { ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
@@ -27,14 +29,14 @@ import { minioUnavailable } from "../fixtures/minio";
 import { run } from "../fixtures/net";
 import { readBodies, readyz, waitForBodies, writeThread, type WrittenThread } from "../fixtures/progressdbApi";
 import { PULUMI, startEngineWorld, type EngineWorld } from "../e2e/engineWorld";
-import { IMAGE, podmanUnavailable, probeRun, startPodman, type Podman } from "./podman";
+import { dockerdUnavailable, startDockerd } from "./dockerd";
+import { IMAGE, probeRun, type ContainerEngine } from "./engine";
+import { podmanUnavailable, startPodman } from "./podman";
 
 /** One `pulumi up` here is ~20-60 s; a failing one waits out the HealthCheck timeout. */
 const TEST_TIMEOUT = 300_000;
 /** The HealthCheck's budget in this stack (Pulumi.local.yaml has 60 s): a broken version fails after it. */
 const HEALTH_TIMEOUT_S = 20;
-/** Where every pulumi output of the run is also written, for a human to read after a failure. */
-const DEBUG_LOG = path.join(REPO, ".state", "container-e2e.log");
 /** The stop timeout the program gives the container (components/containerDeployment.ts). */
 const STOP_TIMEOUT_S = 30;
 
@@ -46,17 +48,25 @@ function plugin(name: "command" | "docker"): string | undefined {
   return dir ? path.join(plugins, dir, `pulumi-resource-${name}`) : undefined;
 }
 
-function why(): string | undefined {
+function why(engineUnavailable: () => string | undefined): string | undefined {
   if (!existsSync(PULUMI)) return `${PULUMI} is missing (run scripts/tools.sh)`;
   for (const name of ["command", "docker"] as const) {
     if (!plugin(name)) return `the ${name} provider is not installed in ${toolsEnv().PULUMI_HOME}/plugins (run scripts/tools.sh)`;
   }
   for (const f of ["/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/aws"]) if (!existsSync(f)) return `${f} is missing (scripts/setup.sh installs it)`;
-  return podmanUnavailable() ?? minioUnavailable();
+  return engineUnavailable() ?? minioUnavailable();
 }
 
-const unavailable = why();
-if (unavailable) console.warn(`\n\n*** SKIPPING tests/container/container.e2e.test.ts: ${unavailable} ***\n`);
+const ENGINES = [
+  { kind: "podman", start: startPodman, unavailable: why(podmanUnavailable) },
+  { kind: "dockerd", start: startDockerd, unavailable: why(dockerdUnavailable) },
+] as const;
+for (const e of ENGINES) {
+  if (!e.unavailable) continue;
+  // CI installs both engines (scripts/setup.sh): there, a missing one is a failure, not a skip.
+  if (process.env.CI === "true") throw new Error(`tests/container/container.e2e.test.ts cannot run on ${e.kind} under CI: ${e.unavailable}`);
+  console.warn(`\n\n*** SKIPPING tests/container/container.e2e.test.ts on ${e.kind}: ${e.unavailable} ***\n`);
+}
 
 const text = (r: CliResult) => r.stdout + r.stderr;
 function lastLines(s: string, n: number): string {
@@ -73,36 +83,41 @@ interface StateResource {
 
 interface Inspect {
   Id: string;
-  /** podman's k8s-file log of the container (empty with another log driver). */
+  /** The container's log file (podman's k8s-file, dockerd's json-file). */
   LogPath?: string;
-  State: { Running: boolean; Status: string; ExitCode: number };
+  State: { Running: boolean; Status: string; ExitCode: number; Pid: number };
   Config: { Labels: Record<string, string>; Env: string[]; Cmd: string[]; User: string; WorkingDir: string; StopTimeout?: number; StopSignal?: string };
 }
 
-describe.skipIf(!!unavailable)("container mode against podman's Docker API (real engine)", () => {
+describe.each(ENGINES)("container mode against $kind's Docker API (real engine)", ({ kind, start, unavailable }) => {
+  /** Where every pulumi output of the run is also written, for a human to read after a failure. */
+  const DEBUG_LOG = path.join(REPO, ".state", `container-e2e-${kind}.log`);
   let w: EngineWorld;
-  let podman: Podman;
+  let engine: ContainerEngine;
   let dataDir: string;
   let at012: WrittenThread;
   let at021: WrittenThread;
   let runtimeError: string | undefined;
   /** Each `pulumi up` this suite ran: its result and the version line it ran with (what `stack history` must show). */
   const ups: Array<[string, string]> = [];
-  const name = `progressdb-e2e-${process.pid}`;
+  const name = `progressdb-e2e-${kind}-${process.pid}`;
 
   beforeAll(async () => {
     mkdirSync(path.dirname(DEBUG_LOG), { recursive: true });
     writeFileSync(DEBUG_LOG, "");
+    if (unavailable) return;
     try {
-      podman = await startPodman();
+      engine = await start();
       // The mirror serves what the host steps download (prgcli for the crossing); the images are built here.
-      await Promise.all(["0.1.2", "0.2.1", { version: "0.2.2", fault: "exit-at-start" as const }].map((v) => podman.buildImage(v)));
-      runtimeError = await probeRun(podman, `${IMAGE}:v0.2.1`);
+      await Promise.all(["0.1.2", "0.2.1", { version: "0.2.2", fault: "exit-at-start" as const }].map((v) => engine.buildImage(v)));
+      runtimeError = await probeRun(engine, `${IMAGE}:v0.2.1`);
     } catch (e) {
       runtimeError = (e as Error).message;
     }
     if (runtimeError) {
-      console.warn(`\n\n*** SKIPPING tests/container/container.e2e.test.ts: podman is installed but cannot run a container here:\n${runtimeError}\n***\n`);
+      // CI installs and can run both engines (scripts/setup.sh): there, not running is a failure.
+      if (process.env.CI === "true") throw new Error(`${kind} is installed but cannot run a container here:\n${runtimeError}`);
+      console.warn(`\n\n*** SKIPPING tests/container/container.e2e.test.ts on ${kind}: it is installed but cannot run a container here:\n${runtimeError}\n***\n`);
       return;
     }
     w = await startEngineWorld({
@@ -116,7 +131,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
             [
               "    container:",
               `      image: ${IMAGE}`,
-              `      dockerHost: ${podman.dockerHost}`,
+              `      dockerHost: ${engine.dockerHost}`,
               `      name: ${name}`,
               "      ports:",
               "        - internal: 8080",
@@ -134,13 +149,14 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
   }, 900_000);
 
   afterAll(async () => {
-    await podman?.stop();
+    await engine?.stop();
     await w?.stop();
   }, 120_000);
 
-  /** Skips (loudly, in the report) when podman is installed but cannot run a container here. */
+  /** Skips (loudly, in the report) when the engine is missing or cannot run a container here. */
   const live = (ctx: TestContext) => {
-    if (runtimeError) ctx.skip(`podman cannot run a container here: ${runtimeError}`);
+    if (unavailable) ctx.skip(`${kind}: ${unavailable}`);
+    if (runtimeError) ctx.skip(`${kind} cannot run a container here: ${runtimeError}`);
   };
 
   /** "<op> <name>" for each step the engine started, in order, from `pulumi up --json` events. */
@@ -158,7 +174,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
   }
 
   async function inspect(ref = name): Promise<Inspect | undefined> {
-    const r = await podman.cli(["container", "inspect", ref]);
+    const r = await engine.cli(["container", "inspect", ref]);
     if (r.code !== 0) return undefined;
     return (JSON.parse(r.stdout) as Inspect[])[0];
   }
@@ -229,6 +245,11 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(c.Config).toMatchObject({ User: "progressdb", WorkingDir: "/home/progressdb", Cmd: ["--config", "/data/config.yaml"], StopTimeout: STOP_TIMEOUT_S });
     expect(c.Config.Labels).toMatchObject({ "progressdb.version": "0.1.2", "progressdb.image": `${IMAGE}:v0.1.2` });
     for (const s of w.secretValues()) expect(c.Config.Env.join("\n")).not.toContain(s);
+    // The process itself, as the kernel sees it: the image's entrypoint and CMD, uid/gid 1000, /data mounted.
+    const proc = `/proc/${c.State.Pid}`;
+    expect(readFileSync(`${proc}/cmdline`, "utf8").split("\0").filter(Boolean)).toEqual(["/usr/local/bin/progressdb", "--config", "/data/config.yaml"]);
+    expect(readFileSync(`${proc}/status`, "utf8")).toMatch(/^Uid:\s+1000\s+1000\s+1000\s+1000\n+Gid:\s+1000\s+1000\s+1000\s+1000$/m);
+    expect(readFileSync(`${proc}/mountinfo`, "utf8").split("\n").map((l) => l.split(" ")[4])).toContain("/data");
 
     // The rendered config sits at the mount root (/data/config.yaml), 0600, owned by the image's user.
     const config = path.join(dataDir, "config.yaml");
@@ -277,13 +298,14 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(text(up)).toMatch(new RegExp(`stopping ${name} \\(0\\.1\\.2\\) for a consistent backup`));
 
     // The backup: what the container saw at /data/progressdb, never the config file with the keys.
-    expect(out.backupUri).toMatch(new RegExp(`^s3://${w.minio.bucket}/progressdb-backups/container/\\d{8}T\\d{6}Z-0\\.1\\.2-to-0\\.2\\.1\\.tar\\.gz$`));
+    expect(out.backupUri).toMatch(new RegExp(`^s3://${w.minio.bucket}/progressdb-backups/container/\\d{8}T\\d{6}Z-0\\.1\\.2-to-0\\.2\\.1\\.tar\\.(zst|gz)$`));
     const key = out.backupUri.replace(`s3://${w.minio.bucket}/`, "");
     expect((await w.backupObjects()).filter((k) => !before.includes(k)).sort()).toEqual([key, `${key}.sha256`].sort());
-    const local = path.join(w.root, "backup-0.1.2.tar.gz");
+    // zstd when the host has it (the test hosts do), else gzip: tar reads either from the file.
+    const local = path.join(w.root, `backup-0.1.2.${key.endsWith(".zst") ? "tar.zst" : "tar.gz"}`);
     expect((await w.minio.aws(["s3", "cp", "--only-show-errors", `s3://${w.minio.bucket}/${key}`, local])).code).toBe(0);
     expect(createHash("sha256").update(readFileSync(local)).digest("hex")).toBe(out.backupSha256);
-    const listing = (await run("tar", ["-tzf", local])).stdout;
+    const listing = (await run("tar", ["-tf", local])).stdout;
     expect(listing).toContain(`${dataDir.replace(/^\//, "")}/progressdb/CURRENT`);
     expect(listing).not.toContain("config.yaml");
 
@@ -293,7 +315,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(await readyz(w.url)).toEqual({ status: 200, version: "v0.2.1" });
     expect(await waitForBodies(w.api("0.2.1"), at012, at012.bodies.length)).toEqual(at012.bodies);
     // keepLocally: the previous image stays on the host for a rollback.
-    expect(await podman.localTags()).toEqual(expect.arrayContaining([`${IMAGE}:v0.1.2`, `${IMAGE}:v0.2.1`]));
+    expect(await engine.localTags()).toEqual(expect.arrayContaining([`${IMAGE}:v0.1.2`, `${IMAGE}:v0.2.1`]));
     at021 = await writeThread(w.api("0.2.1"), 2);
   }, TEST_TIMEOUT);
 
@@ -336,7 +358,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(broken.State.Running).toBe(false);
     expect((await readyz(w.url)).status).toBe(0);
     expect((await w.stack.outputs()).version).toBe("0.2.1");
-    expect(await podman.localTags()).toContain(`${IMAGE}:v0.2.1`);
+    expect(await engine.localTags()).toContain(`${IMAGE}:v0.2.1`);
 
     // The operator's way back: revert the one line, run up again.
     w.stack.setVersionLine("0.2.1");
@@ -355,7 +377,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     const objects = await w.backupObjects();
     const since = new Date(Date.now() - 1000).toISOString();
     // Follow the old container's log until it is gone: it says how it ended.
-    const logs = followLogs(podman, old);
+    const logs = followLogs(engine, old);
     await w.stack.set("progressdb:service.rateLimit.rps", "77", { path: true });
     const { r: up, order } = await upJson("up-config-change");
     const oldLog = await logs.done();
@@ -366,8 +388,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
     expect(oldLog).toMatch(/signal_received/);
     expect(oldLog).toMatch(/shutdown: complete/);
     // The engine's own record: the old container died with exit code 0 (SIGKILL would be 137).
-    const events = await podman.cli(["events", "--stream=false", "--since", since, "--filter", `container=${old.Id}`, "--filter", "event=died", "--format", "{{.ContainerExitCode}}"]);
-    expect(events.stdout.trim().split("\n").filter(Boolean)).toEqual(["0"]);
+    expect(await engine.diedExitCodes(old.Id, since)).toEqual(["0"]);
     const c = (await inspect())!;
     expect(c.Id).not.toBe(old.Id);
     expect(readFileSync(path.join(dataDir, "config.yaml"), "utf8")).toMatch(/rps: 77/);
@@ -379,7 +400,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
   test("a container stopped outside Pulumi is started again by the next plain `pulumi up` (the drift probe re-runs the chain), data intact", async (ctx) => {
     live(ctx);
     const id = (await inspect())!.Id;
-    expect((await podman.cli(["stop", "-t", "10", name])).code).toBe(0);
+    expect((await engine.cli(["stop", "-t", "10", name])).code).toBe(0);
     expect((await inspect())!.State.Running).toBe(false);
     const preview = record("preview after an outside stop", await w.stack.preview(["--diff"], { allowFailure: true }));
     expect(preview.code).toBe(0);
@@ -398,7 +419,7 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
   test("a container stopped outside Pulumi, then `pulumi refresh`: the HealthCheck says unhealthy, the docker provider keeps the container in state with mustRun false, and the next up brings the service back", async (ctx) => {
     live(ctx);
     const id = (await inspect())!.Id;
-    expect((await podman.cli(["stop", "-t", "10", name])).code).toBe(0);
+    expect((await engine.cli(["stop", "-t", "10", name])).code).toBe(0);
     const refresh = record("refresh", await w.stack.run(["refresh", "--yes", "--skip-preview"], { allowFailure: true }));
     expect(refresh.code, lastLines(text(refresh), 30)).toBe(0);
     const resources = await state();
@@ -450,13 +471,12 @@ describe.skipIf(!!unavailable)("container mode against podman's Docker API (real
   }, TEST_TIMEOUT);
 });
 
-/** `podman logs -f` of a container, until it is gone; `done()` waits (at most 60 s) and returns what it printed. */
 /**
- * The container's log up to its end. With podman's k8s-file driver the log file is opened now and
- * read once the container is gone: a removed container's file stays readable through the open fd,
- * where `logs -f` may miss the last lines when the removal follows the exit at once.
+ * The container's log up to its end. Its log file (podman's k8s-file, dockerd's json-file) is opened
+ * now and read once the container is gone: a removed container's file stays readable through the
+ * open fd, where `logs -f` may miss the last lines when the removal follows the exit at once.
  */
-function followLogs(p: Podman, c: Inspect): { done(): Promise<string> } {
+function followLogs(p: ContainerEngine, c: Inspect): { done(): Promise<string> } {
   const fd = c.LogPath && existsSync(c.LogPath) ? openSync(c.LogPath, "r") : undefined;
   let out = "";
   const child: ChildProcess = p.spawn(["logs", "-f", c.Id]);

@@ -1,16 +1,8 @@
 /**
  * Test fixture: a rootful podman with its Docker-compatible API socket, on its
  * own storage (a temp dir; the machine's podman storage is never touched), and
- * ProgressDB images built locally from the stand-in, since no image can be
- * pulled from a registry here. They are shaped like the real images
- * (releases-as-built.md §2, goreleaser.Dockerfile): user `progressdb` uid/gid
- * 1000, WORKDIR /home/progressdb (its home, owned by it), ENTRYPOINT
- * /usr/local/bin/progressdb, VOLUME /data, port 8080, and the release's own
- * CMD (0.1.x `--db /data/progressdb`, 0.2.x `--config /data/config.yaml`);
- * tagged as the real ones: `v<version>` (and `<version>` for 0.1.x only: the
- * 0.2.x images have no bare-version tag). Differences: `FROM scratch` with the
- * static stand-in instead of debian:bookworm-slim, hence no shell, no curl and
- * no HEALTHCHECK (the real one runs `curl -fsS …/healthz`).
+ * the ProgressDB images of ./engine.ts built locally from the stand-in, since
+ * no image can be pulled from a registry here.
  *
  * The containers.conf written here makes podman work in this VM: runc (crun
  * refuses the hybrid cgroup v1/v2 layout: "cgroups in hybrid mode not
@@ -22,56 +14,18 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as http from "node:http";
 import * as path from "node:path";
-import { buildStandin, isV2, type BuildSpec } from "../fixtures/releases";
-import { run, stopChild, tempDir, waitFor, which, type RunResult } from "../fixtures/net";
+import { run, stopChild, tempDir, waitFor, which } from "../fixtures/net";
+import { IMAGE, imageTags, writeImageContext, type ContainerEngine } from "./engine";
 
-export const IMAGE = "docker.io/progressdb/progressdb";
+export { IMAGE, imageTags, probeRun, realCmd } from "./engine";
 
-export interface Podman {
-  /**
-   * unix:///…/docker.sock — the provider's `dockerHost`, and DOCKER_HOST for the docker CLI: podman's
-   * API behind {@link startDockerFaithfulProxy} (HostIp 0.0.0.0 means all interfaces, as on Docker).
-   */
-  dockerHost: string;
+/**
+ * Its `dockerHost` is podman's API behind {@link startDockerFaithfulProxy} (HostIp 0.0.0.0 means
+ * all interfaces, as on Docker); `cli` and `spawn` run the podman CLI on this instance's storage.
+ */
+export interface Podman extends ContainerEngine {
   /** podman's own API socket. */
   socket: string;
-  /** Runs the podman CLI on this instance's storage. */
-  cli(args: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
-  /** Starts the podman CLI on this instance's storage (stdout/stderr piped), for long-running commands such as `logs -f`. */
-  spawn(args: string[]): ChildProcess;
-  /** Builds the stand-in for `spec` into an image shaped like the real one, tagged as the real one ({@link imageTags}). */
-  buildImage(spec: BuildSpec): Promise<string>;
-  /** The IMAGE:<tag> references present locally, sorted. */
-  localTags(): Promise<string[]>;
-  stop(): Promise<void>;
-}
-
-/** The tags the real image of `version` has: `v<version>`, and `<version>` too for 0.1.x (releases-as-built.md §2). */
-export function imageTags(version: string): string[] {
-  return isV2(version) ? [`v${version}`] : [`v${version}`, version];
-}
-
-/** The real CMD of a release's image: 0.1.x `--db /data/progressdb`, 0.2.x `--config /data/config.yaml`. */
-export function realCmd(version: string): string[] {
-  return isV2(version) ? ["--config", "/data/config.yaml"] : ["--db", "/data/progressdb"];
-}
-
-/** The Containerfile of the stand-in image for `version`, laid out as goreleaser.Dockerfile. */
-function containerfile(version: string): string {
-  return [
-    "# written by tests/container/podman.ts: the real image's layout on the stand-in binary",
-    "FROM scratch",
-    "COPY passwd group /etc/",
-    "COPY --chown=1000:1000 home /home/progressdb",
-    "COPY progressdb /usr/local/bin/progressdb",
-    "USER progressdb",
-    "WORKDIR /home/progressdb",
-    'VOLUME ["/data"]',
-    "EXPOSE 8080",
-    'ENTRYPOINT ["/usr/local/bin/progressdb"]',
-    `CMD ${JSON.stringify(realCmd(version))}`,
-    "",
-  ].join("\n");
 }
 
 /** Why podman cannot be used here, or undefined. Cheap checks only. */
@@ -143,19 +97,14 @@ export async function startPodman(): Promise<Podman> {
   };
 
   const podman: Podman = {
+    kind: "podman",
     dockerHost: `unix://${path.join(dir, "docker.sock")}`,
     socket,
     cli,
     spawn: (args) => spawn("podman", [...global, ...args], { env, stdio: ["ignore", "pipe", "pipe"] }),
     async buildImage(spec) {
-      const version = typeof spec === "string" ? spec : spec.version;
-      const ctx = path.join(dir, "images", version);
-      fs.mkdirSync(path.join(ctx, "home"), { recursive: true });
-      await buildStandin(spec, path.join(ctx, "progressdb"));
-      fs.writeFileSync(path.join(ctx, "passwd"), "root:x:0:0:root:/root:/sbin/nologin\nprogressdb:x:1000:1000::/home/progressdb:/sbin/nologin\n");
-      fs.writeFileSync(path.join(ctx, "group"), "root:x:0:\nprogressdb:x:1000:\n");
-      fs.writeFileSync(path.join(ctx, "home", ".profile"), "");
-      fs.writeFileSync(path.join(ctx, "Containerfile"), containerfile(version));
+      const ctx = path.join(dir, "images", typeof spec === "string" ? spec : spec.version);
+      const version = await writeImageContext(spec, ctx);
       const tags = imageTags(version);
       const r = await cli(["build", "--quiet", ...tags.flatMap((t) => ["-t", `${IMAGE}:${t}`]), ctx]);
       if (r.code !== 0) throw new Error(`podman build ${IMAGE}:${tags[0]} failed:\n${r.stderr}`);
@@ -165,22 +114,13 @@ export async function startPodman(): Promise<Podman> {
       const r = await cli(["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE]);
       return r.stdout.split("\n").map((l) => l.trim()).filter(Boolean).sort();
     },
+    async diedExitCodes(id, since) {
+      const r = await cli(["events", "--stream=false", "--since", since, "--filter", `container=${id}`, "--filter", "event=died", "--format", "{{.ContainerExitCode}}"]);
+      return r.stdout.trim().split("\n").filter(Boolean);
+    },
     stop: stopAll,
   };
   return podman;
-}
-
-/**
- * Proves a container can actually run here (not only that podman is installed):
- * creates and starts one from `image` through the Docker API, then removes it.
- * Returns the exact error when it cannot.
- */
-export async function probeRun(p: Podman, image: string): Promise<string | undefined> {
-  const name = `pdb-probe-${process.pid}`;
-  const r = await p.cli(["run", "--rm", "--name", name, "--network", "none", image, "--version"], { timeoutMs: 60_000 });
-  // The stand-in has no --version flag: any exit from the process itself proves the runtime works.
-  if (/OCI|crun|runc|cgroup|setrlimit|permission denied/i.test(r.stderr)) return r.stderr.trim();
-  return undefined;
 }
 
 /**

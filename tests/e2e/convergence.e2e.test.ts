@@ -84,7 +84,7 @@ describe.skipIf(!!skip)("one config value changed, `pulumi up` converges (real e
     if (o.probeMayBackUp && taken.length > 0) {
       console.warn(`${what}: the drift probe re-ran the chain and took a backup (known bug, see probeMayBackUp): ${JSON.stringify(taken)}`);
       expect(text(up)).toMatch(/progressdb-probe[\s\S]*drift/);
-      expect(taken.map((k) => k.replace(/.*\/\d{8}T\d{6}Z-/, "")).sort()).toEqual([`${VERSION}-to-${VERSION}.tar.gz`, `${VERSION}-to-${VERSION}.tar.gz.sha256`]);
+      expect(taken.map((k) => k.replace(/.*\/\d{8}T\d{6}Z-/, "")).sort()).toEqual([`${VERSION}-to-${VERSION}.tar.zst`, `${VERSION}-to-${VERSION}.tar.zst.sha256`]);
     } else {
       expect(taken, `${what} takes no backup`).toEqual([]);
     }

@@ -95,7 +95,7 @@ describe.skipIf(!!skip)("faults under the real engine", { timeout: 180_000 }, ()
    * non-interactive display prints a step only when it completes, so the
    * output cannot tell a step has started.)
    */
-  async function waitForHostScript(name: "preflight" | "backup" | "migrate" | "install", timeoutMs = 120_000): Promise<number> {
+  async function waitForHostScript(name: "preflight" | "backup" | "offsite" | "migrate" | "install", timeoutMs = 120_000): Promise<number> {
     const header = `# progressdb-upgrades ${name}.sh`;
     const mine = `PDB_INSTALL_DIR='${installDir}'`;
     let pid: number | undefined;
@@ -277,6 +277,11 @@ describe.skipIf(!!skip)("faults under the real engine", { timeout: 180_000 }, ()
     // The failed start's own log lines are quoted (the stand-in says which fault it is).
     expect.soft(text(r)).toMatch(/standin.*fault.*exit-at-start/);
     await expectServing("0.2.2");
+    // The backup of the failed upgrade was uploaded after the revert, and its result is in the
+    // stack's state (where restore.backup before:0.2.3 finds it), though the update failed.
+    const state = JSON.parse((await cli("stack export after 0.2.3", ["stack", "export"])).stdout) as { deployment: { resources: Array<{ urn: string; outputs?: { stdout?: string } }> } };
+    const offsite = state.deployment.resources.find((x) => x.urn.endsWith("::progressdb-offsite-upload"));
+    expect(offsite?.outputs?.stdout).toMatch(/"uri":"s3:\/\/[^"]+-0\.2\.2-to-0\.2\.3\.tar\.zst".*"toVersion":"0\.2\.3"/);
     // The failed update did not change the stack's `version` output, so the
     // downgrade guard sees 0.2.2 as deployed and going back to it is not a downgrade.
     expect((await outputs()).version).toBe("0.2.2");
@@ -333,21 +338,25 @@ describe.skipIf(!!skip)("faults under the real engine", { timeout: 180_000 }, ()
     await expectConverges("re-run 0.2.6 with the right S3 secret", "0.2.6");
   });
 
-  test("4. S3 goes down during the backup: the backup fails naming the S3 upload, the old version is restarted; with S3 back a re-run converges", async () => {
+  test("4. S3 goes down after the backup's copy: the upload after the start fails naming S3, the update does not complete, the snapshot is kept; with S3 back a re-run uploads it and converges", async () => {
     w.stack.setVersionLine("0.2.7");
-    // The preflight has checked S3 by the time the backup script runs: take S3 down then.
-    const { r } = await upWhile("S3 down during the backup to 0.2.7", async () => {
-      await waitForHostScript("backup");
+    // The preflight has checked S3 by the time the offsite step starts (it waits for the install): take S3 down then.
+    const { r } = await upWhile("S3 down during the upload of the backup to 0.2.7", async () => {
+      await waitForHostScript("offsite");
       await s3proxy.down();
     }).finally(() => s3proxy.up());
     expect(r.code).not.toBe(0);
-    expect.soft(text(r), "the error names the failed step").toMatch(/progressdb-backup-upload/);
-    expect.soft(text(r)).toMatch(/backup stream failed at upload|head-object|could not publish|verification/);
+    expect.soft(text(r), "the error names the failed step").toMatch(/progressdb-offsite-upload/);
+    expect.soft(text(r)).toMatch(/backup stream failed at upload|head-object/);
     expect.soft(text(r)).toContain(s3proxy.url);
-    expect.soft(text(r)).toContain("restarting it on the release it was running (0.2.6)");
-    expect.soft(text(r)).toContain("is running again on 0.2.6");
-    await expectServing("0.2.6");
+    expect.soft(text(r)).toContain("the snapshot is kept in");
+    // The install was not held up by S3: the new version runs; nothing is half-done on the host.
+    await expectServing("0.2.7");
+    expect(existsSync(`${w.dbPath}.backup-snapshot`)).toBe(true);
+    expect((await outputs()).version).toBe("0.2.6");
     await expectConverges("re-run 0.2.7 with S3 back", "0.2.7");
+    expect(existsSync(`${w.dbPath}.backup-snapshot`)).toBe(false);
+    expect((await outputs()).backupUri).toMatch(/-0\.2\.6-to-0\.2\.7\.tar\.zst$/);
   });
 
   test("7. two `pulumi up` at once: the second fails fast with a lock error naming the stack; the first completes; nothing corrupted", async () => {

@@ -2,8 +2,8 @@
  * Backup retention and bucket checks against real MinIO through the aws CLI,
  * over real SSH: the next upgrade's preflight tags the instance's backups but
  * the newest (and their sidecars) superseded — the only objects the bucket's
- * lifecycle rule expires — and the newest never is; the partial upload's
- * leftover version is tagged by the backup. The preflight warns (naming
+ * lifecycle rule expires — and the newest never is; a backup writes its
+ * object once, leaving no other version behind. The preflight warns (naming
  * progressdb:backup.bucket and the fix) when a bucket the stack does not
  * manage is unversioned or has no default encryption.
  */
@@ -96,18 +96,16 @@ describe.skipIf(!!skip)("backup retention and bucket checks", () => {
     await nextPreflight();
     for (const k of [first.key!, second.key!]) expect(await tagsOf(VERSIONED, k)).toEqual(SUPERSEDED);
     expect(await tagsOf(VERSIONED, third.key!)).toEqual([]);
-    // The published object did not inherit the partial's tag (the copy happens before it is tagged).
     expect(await tagsOf(VERSIONED, `${third.key}.sha256`)).toEqual([]);
   }, 180_000);
 
-  it("the partial upload's leftover version in a versioned bucket is tagged, so the expiry removes it", async () => {
+  it("a backup writes its object once, straight to its key: no partial upload, no leftover version in a versioned bucket", async () => {
     const b = await takeBackup("0.2.4");
-    const r = await w.minio.aws(["s3api", "list-object-versions", "--bucket", VERSIONED, "--prefix", `${b.key}.partial`]);
+    const r = await w.minio.aws(["s3api", "list-object-versions", "--bucket", VERSIONED, "--prefix", b.key!]);
     expect(r.code, r.stderr).toBe(0);
-    const listing = JSON.parse(r.stdout) as { Versions?: Array<{ VersionId: string }>; DeleteMarkers?: unknown[] };
-    expect(listing.DeleteMarkers?.length).toBe(1);
-    expect(listing.Versions?.length).toBe(1);
-    expect(await tagsOf(VERSIONED, `${b.key}.partial`, listing.Versions![0].VersionId)).toEqual(SUPERSEDED);
+    const listing = JSON.parse(r.stdout) as { Versions?: Array<{ Key: string }>; DeleteMarkers?: unknown[] };
+    expect(listing.DeleteMarkers ?? []).toEqual([]);
+    expect(listing.Versions!.map((v) => v.Key).sort()).toEqual([b.key!, `${b.key}.sha256`]);
   }, 120_000);
 
   const checkBucket = (bucket: string) => runPreflight(bucket, { checkSettings: true });

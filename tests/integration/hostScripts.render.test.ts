@@ -11,6 +11,7 @@ import {
   defaultHealthUrl,
   loadScript,
   renderBackupScript,
+  renderOffsiteScript,
   renderConfigureScript,
   renderFinalizeScript,
   renderInstallScript,
@@ -147,7 +148,9 @@ describe("renderers", () => {
     // The tool is verified from checksums.txt even when the server archive's sha256 is pinned.
     expect(() => renderPreflightScript({ ...preflightBase, sha256: "a".repeat(64), checksumsUrl: "", migrationTool: { url: "https://x/p.tar.gz", archiveName: "p.tar.gz" } })).toThrow(/checksumsUrl/);
     expect(() => renderPreflightScript({ ...preflightBase, sha256: "a".repeat(64), checksumsUrl: "" })).not.toThrow();
-    expect(() => renderBackupScript({ host, version: "0.2.1", runKey: "0.2.1", stack: "a/b", s3 })).toThrow(/stack/);
+    // A fleet's instance scope is one level below the stack; nothing else may add a level or climb out.
+    expect(() => renderBackupScript({ host, version: "0.2.1", runKey: "0.2.1", stack: "prod/eu-1", s3 })).not.toThrow();
+    for (const stack of ["a/b/c", "../b", "a/../b", "a/"]) expect(() => renderBackupScript({ host, version: "0.2.1", runKey: "0.2.1", stack, s3 })).toThrow(/stack/);
     expect(() => renderBackupScript({ host, version: "0.2.1", runKey: "0.2.1", stack: "x", s3: { ...s3, bucket: "Bad_Bucket" } })).toThrow(/bucket/);
     expect(() => renderBackupScript({ host, version: "0.2.1", runKey: "a b", stack: "x", s3 })).toThrow(/runKey/);
     expect(() => renderInstallScript({ ...installBase, keepReleases: 0 })).toThrow(/keepReleases/);
@@ -270,7 +273,7 @@ describe("shellcheck", () => {
 
   it.skipIf(!shellcheck)("passes on components/scripts/*.sh (shellcheck -s sh)", async () => {
     const files = fs.readdirSync(scripts).filter((f) => f.endsWith(".sh"));
-    expect(files.sort()).toEqual(["backup.sh", "configure.sh", "finalize.sh", "install.sh", "lib.sh", "migrate.sh", "preflight.sh", "restore.sh"]);
+    expect(files.sort()).toEqual(["backup.sh", "configure.sh", "finalize.sh", "install.sh", "lib.sh", "migrate.sh", "offsite.sh", "preflight.sh", "restore.sh"]);
     const r = await run(shellcheck!, ["-s", "sh", "-x", ...files], { cwd: scripts });
     expect(r.stdout + r.stderr).toBe("");
     expect(r.code).toBe(0);
@@ -288,7 +291,8 @@ describe("shellcheck", () => {
           operatorConfig: { dbPathKey: "server.db_path", requiredKeys: ["a"] },
           s3,
         }),
-        "backup.sh": renderBackupScript({ host: h, version: "0.2.1", runKey: "0.2.1", stack: "s", s3 }),
+        "backup.sh": renderBackupScript({ host: h, version: "0.2.1", runKey: "0.2.1", stack: "s", s3, mode: "snapshot", minFreeMb: 64 }),
+        "offsite.sh": renderOffsiteScript({ host: h, version: "0.2.1", runKey: "0.2.1", stack: "s", s3 }),
         "install.sh": renderInstallScript({ ...installBase, host: h }),
         "restore.sh": renderRestoreScript({ host: h, uri: "s3://b/k.tar.gz", sha256: "a".repeat(64), version: "0.1.2", s3 }),
         "migrate.sh": renderMigrateScript({ host: h, version: "0.2.1", toolArchive: "/t/p.tar.gz", runKey: "0.2.1" }),

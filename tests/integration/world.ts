@@ -6,11 +6,14 @@
  * would (script text as the ssh command, secrets on stdin), and clients for
  * both API dialects (0.1.x `/v1`, 0.2.x `/frontend/v1`).
  */
+import { execFileSync } from "node:child_process";
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import * as zlib from "node:zlib";
 import {
   renderBackupScript,
+  renderOffsiteScript,
   renderConfigureScript,
   renderFinalizeScript,
   renderInstallScript,
@@ -18,6 +21,7 @@ import {
   renderPreflightScript,
   renderRestoreScript,
   renderSecretsStdin,
+  type BackupMode,
   type BackupResult,
   type HostParams,
   type HostSecrets,
@@ -278,6 +282,7 @@ export function preflight(
     artifactUrl?: string;
     targetLayout?: PreflightParams["targetLayout"];
     operatorConfig?: PreflightParams["operatorConfig"];
+    backupMode?: BackupMode;
   } = {},
 ) {
   const rel = w.mirror.release(version);
@@ -295,14 +300,26 @@ export function preflight(
     targetLayout: o.targetLayout ?? familyOf(version).dataLayout,
     migrationTool: tool,
     operatorConfig: o.operatorConfig,
+    backupMode: o.backupMode,
   });
   return runScript<PreflightResult>(w, script, o.secrets ?? w.secrets);
 }
 
-export type BackupJson = Partial<Extract<BackupResult, { uri: string }>> & { skipped?: boolean; reason?: string; fromVersion?: string };
+export type BackupJson = Partial<Extract<BackupResult, { uri: string }>> & { skipped?: boolean; reason?: string; fromVersion?: string; snapshot?: string };
 
-export function backup(w: World, h: TestHost, version: string, o: { s3?: S3Params; secrets?: HostSecrets; stack?: string; runKey?: string } = {}) {
-  const script = renderBackupScript({ host: h.params, version, runKey: o.runKey ?? version, stack: o.stack ?? "itest", s3: o.s3 ?? w.s3 });
+export function backup(
+  w: World,
+  h: TestHost,
+  version: string,
+  o: { s3?: S3Params; secrets?: HostSecrets; stack?: string; runKey?: string; mode?: BackupMode; minFreeMb?: number } = {},
+) {
+  const script = renderBackupScript({ host: h.params, version, runKey: o.runKey ?? version, stack: o.stack ?? "itest", s3: o.s3 ?? w.s3, mode: o.mode, minFreeMb: o.minFreeMb });
+  return runScript<BackupJson>(w, script, o.secrets ?? w.secrets);
+}
+
+/** The offsite step for the backup recorded under `runKey` (the version by default). */
+export function offsite(w: World, h: TestHost, version: string, o: { s3?: S3Params; secrets?: HostSecrets; stack?: string; runKey?: string; waitSeconds?: number } = {}) {
+  const script = renderOffsiteScript({ host: h.params, version, runKey: o.runKey ?? version, stack: o.stack ?? "itest", s3: o.s3 ?? w.s3, waitSeconds: o.waitSeconds });
   return runScript<BackupJson>(w, script, o.secrets ?? w.secrets);
 }
 
@@ -698,19 +715,27 @@ export async function downloadObject(w: World, key: string, out: string): Promis
   if (r.code !== 0) throw new Error(`download ${key}: ${r.stderr}`);
 }
 
+/** Extracts a backup (tar.zst, or tar.gz: GNU tar tells them by their bytes). */
 export async function untar(archive: string, dest: string): Promise<RunResult> {
   fs.mkdirSync(dest, { recursive: true });
-  return run("tar", ["-xzf", archive, "-C", dest]);
+  return run("tar", ["-xf", archive, "-C", dest]);
+}
+
+/** A backup archive's uncompressed bytes (the tar stream). */
+export function plainArchive(archive: string): Buffer {
+  const bytes = fs.readFileSync(archive);
+  if (bytes.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return execFileSync("zstd", ["-dc", archive], { maxBuffer: 1 << 30 });
+  return zlib.gunzipSync(bytes);
 }
 
 /** The member names of a backup object in S3. */
 export async function backupListing(w: World, key: string): Promise<string[]> {
   const dir = tempDir("listing");
   try {
-    const archive = path.join(dir, "b.tar.gz");
+    const archive = path.join(dir, "b.tar");
     await downloadObject(w, key, archive);
-    const r = await run("tar", ["-tzf", archive]);
-    if (r.code !== 0) throw new Error(`tar -tzf: ${r.stderr}`);
+    const r = await run("tar", ["-tf", archive]);
+    if (r.code !== 0) throw new Error(`tar -tf: ${r.stderr}`);
     return r.stdout.split("\n").filter(Boolean);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -65,7 +65,7 @@ describe("parseSettings rejects, naming the key and the fix", () => {
     ["external KMS, which the real 0.2.1 cannot read through", set("kms", { mode: "external" }), "progressdb:kms.mode \"external\" is not supported: the real 0.2.1 fails reads through prgkms", "Use \"embedded\""],
     ["kms.endpoint, which nothing would use", set("kms", { mode: "embedded", endpoint: "127.0.0.1:6820" }), "progressdb:kms", "endpoint"],
     ["a restore without a backup bucket", { ...set("backup", { enabled: false }), restore: { backup: "before:0.2.0" } }, "progressdb:backup.bucket is required when restore.backup is set", "pulumi config set --path progressdb:backup.bucket"],
-    ["a malformed restore request", set("restore", { backup: "yesterday" }), "progressdb:restore.backup must be s3://<bucket>/<key>.tar.gz or before:<version>", ""],
+    ["a malformed restore request", set("restore", { backup: "yesterday" }), "progressdb:restore.backup must be s3://<bucket>/<key>.tar.zst (or .tar.gz) or before:<version>", ""],
   ])("%s", (_label, values, message, fix) => {
     const problems = problemsOf(values);
     const hit = problems.find((p) => p.includes(message));

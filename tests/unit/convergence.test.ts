@@ -55,7 +55,7 @@ const run = (config: Record<string, unknown>) => runProgram(config, SECRET_KEYS,
 /** Host steps that stop the service when they really run: only a new upgrade may replace them. */
 const STOPPING = ["progressdb-backup-upload", "progressdb-migrate-data", "progressdb-restore-data"];
 /** Host steps safe to re-run on an update: each finds its work done on the host and stops nothing. */
-const RERUNNABLE = ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-migrate-data", "progressdb-deploy-install", "progressdb-finalize-commit"];
+const RERUNNABLE = ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-offsite-upload", "progressdb-migrate-data", "progressdb-deploy-install", "progressdb-finalize-commit"];
 
 type Class = "upgrade" | "restart" | "no host action" | "health check only" | "nothing";
 
@@ -89,6 +89,7 @@ const MATRIX: Array<[string, unknown, Class]> = [
   ["s3AccessKeyId", "ROTATEDACCESSKEY", "no host action"],
   ["s3SecretAccessKey", "rotated-s3-secret", "no host action"],
   ["backup.prefix", "other-prefix", "no host action"],
+  ["backup.offsiteBeforeStart", true, "no host action"],
   ["backup.endpoint", "http://127.0.0.1:19001", "no host action"],
   ["backup.region", "eu-west-1", "no host action"],
   ["backup.bucket", "backups-2", "no host action"],
@@ -103,6 +104,10 @@ const MATRIX: Array<[string, unknown, Class]> = [
   ["health.dataContinuity", false, "no host action"],
   ["health.allowPlaintextHttp", true, "nothing"],
   ["allowDowngrade", true, "nothing"],
+  // A stack of one instance has no canary; the gate applies only when the version changes.
+  ["rollout.canaryPauseSeconds", 30, "nothing"],
+  ["promotion.requireVerifiedBy", "organization/progressdb/staging", "nothing"],
+  ["promotion.override", { version: "0.2.2", reason: "hotfix for incident 42" }, "nothing"],
 ];
 
 describe("every config key, changed alone, converges (binary mode, deployed 0.2.1)", () => {
@@ -148,7 +153,9 @@ describe("every config key, changed alone, converges (binary mode, deployed 0.2.
     const withRestore = await run(setPath(base(), "restore.backup", "before:0.2.1"));
     const p = plan(await run(base()), withRestore);
     expect(p["progressdb-restore-data"]).toBe("create");
-    expect(p["progressdb-backup-upload"]).toBeUndefined();
+    // A restore streams its backup (no snapshot): the step's text says so, a change that only
+    // repeats the result it recorded for this upgrade (a new upgrade would back up for real).
+    expect(p["progressdb-backup-upload"]).toBe("update");
     const cleared = plan(withRestore, await run(base()));
     expect(cleared).toMatchObject({ "progressdb-restore-data": "delete" });
     // Only the health check re-runs (its deploymentId no longer names the restore): nothing on the host.

@@ -33,6 +33,8 @@ describe("binary mode", () => {
         "pulumi-nodejs:dynamic/snapshot:DataSnapshot progressdb-snapshot",
         "progressdb:backup:Backup progressdb-backup",
         "command:remote:Command progressdb-backup-upload",
+        "progressdb:backup:Offsite progressdb-offsite",
+        "command:remote:Command progressdb-offsite-upload",
         "progressdb:deploy:Migrate progressdb-migrate",
         "command:remote:Command progressdb-migrate-data",
         "progressdb:deploy:BinaryDeployment progressdb-deploy",
@@ -42,7 +44,7 @@ describe("binary mode", () => {
         "command:remote:Command progressdb-finalize-commit",
       ].sort(),
     );
-    for (const child of ["progressdb-preflight", "progressdb-snapshot", "progressdb-backup", "progressdb-migrate", "progressdb-deploy", "progressdb-health", "progressdb-finalize"]) {
+    for (const child of ["progressdb-preflight", "progressdb-snapshot", "progressdb-backup", "progressdb-offsite", "progressdb-migrate", "progressdb-deploy", "progressdb-health", "progressdb-finalize"]) {
       expect(r.byName(child).parent).toBe(r.byName("progressdb").urn);
     }
   });
@@ -50,7 +52,7 @@ describe("binary mode", () => {
   test("every host step's run key is the version plus the drift probe's epoch; the probe comes first", async () => {
     const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
     expect(r.byName("progressdb-probe").inputs).toMatchObject({ expectedVersion: "0.2.1", versionProofMode: "readyz", url: "http://127.0.0.1:18080" });
-    for (const step of ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-migrate-data", "progressdb-deploy-install"]) {
+    for (const step of ["progressdb-preflight-check", "progressdb-backup-upload", "progressdb-offsite-upload", "progressdb-migrate-data", "progressdb-deploy-install"]) {
       expect((r.byName(step).inputs.triggers as string[])[0], step).toBe("0.2.1.e1");
     }
     expect(dependsOn(r, "progressdb-preflight-check", "progressdb-probe")).toBe(true);
@@ -70,6 +72,28 @@ describe("binary mode", () => {
     expect(dependsOn(r, "progressdb-health", "progressdb-deploy-install")).toBe(true);
     expect(dependsOn(r, "progressdb-finalize-commit", "progressdb-health")).toBe(true);
     expect(dependsOn(r, "progressdb-preflight-check", "progressdb-backup-upload")).toBe(false);
+  });
+
+  test("the offsite upload depends on the backup alone (it runs beside the migration and the install, and ends when they fail); finalize waits for it", async () => {
+    const r = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(dependsOn(r, "progressdb-offsite-upload", "progressdb-backup-upload")).toBe(true);
+    for (const other of ["progressdb-migrate-data", "progressdb-deploy-install", "progressdb-health"]) {
+      expect(dependsOn(r, "progressdb-offsite-upload", other), other).toBe(false);
+    }
+    expect(dependsOn(r, "progressdb-finalize-commit", "progressdb-offsite-upload")).toBe(true);
+    expect(String(r.byName("progressdb-offsite-upload").inputs.create)).toContain("# progressdb-upgrades offsite.sh");
+  });
+
+  test("binary mode backs up by snapshot (uploaded after the start); offsiteBeforeStart and a restore stream with the service stopped", async () => {
+    const mode = (r: Awaited<ReturnType<typeof run>>) => /^PDB_BACKUP_MODE='([^']*)'$/m.exec(String(r.byName("progressdb-backup-upload").inputs.create))?.[1];
+    const snapshot = await run(binaryConfig("0.2.1"), { version: "0.1.2" });
+    expect(mode(snapshot)).toBe("snapshot");
+    expect(String(snapshot.byName("progressdb-preflight-check").inputs.create)).toContain("PDB_BACKUP_MODE='snapshot'");
+    const cfg = binaryConfig("0.2.1");
+    const before = await run({ ...cfg, backup: { ...(cfg.backup as object), offsiteBeforeStart: true } }, { version: "0.1.2" });
+    expect(mode(before)).toBe("stream");
+    const restoring = await run({ ...binaryConfig("0.1.2"), restore: { backup: "before:0.1.3" } }, { version: "0.1.3", backupLedger: [ledgerEntry("0.1.3")] });
+    expect(mode(restoring)).toBe("stream");
   });
 
   test("the snapshot reads the deployed version's API; the health check speaks the new one's", async () => {
@@ -249,6 +273,8 @@ describe("container mode", () => {
     expect(dependsOn(r, "progressdb-deploy-config", "progressdb-backup-upload")).toBe(true);
     expect(dependsOn(r, "progressdb-deploy-container", "progressdb-deploy-config")).toBe(true);
     expect(dependsOn(r, "progressdb-health", "progressdb-deploy-container")).toBe(true);
+    // The docker provider starts the new container, not a host script: the backup streams, with the container stopped.
+    expect(String(r.byName("progressdb-backup-upload").inputs.create)).toContain("PDB_BACKUP_MODE='stream'");
   });
 
   test("no secret in the container's environment: the config (with the keys) goes to /data on stdin", async () => {

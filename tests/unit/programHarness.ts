@@ -23,6 +23,8 @@ export interface Registration {
   additionalSecretOutputs: string[];
   deleteBeforeReplace: boolean;
   protect: boolean;
+  /** The names of the aliases the resource was registered with. */
+  aliases: string[];
 }
 
 export interface ProgramRun {
@@ -76,13 +78,19 @@ export async function runProgram(
   secretKeys: string[] = [],
   /** The stack's own outputs from its last update (what the StackReference to itself reads). */
   previousOutputs: Record<string, unknown> = {},
+  /** Other stacks' outputs, by `<org>/<project>/<stack>`, for the StackReferences to them. */
+  otherStacks: Record<string, Record<string, unknown>> = {},
 ): Promise<ProgramRun> {
   const registrations: Registration[] = [];
   await pulumi.runtime.setMocks(
     {
       newResource(args) {
         const state: Record<string, unknown> = { ...args.inputs };
-        if (args.type === "pulumi:pulumi:StackReference") Object.assign(state, { outputs: previousOutputs, secretOutputNames: [] });
+        if (args.type === "pulumi:pulumi:StackReference") {
+          const name = String(args.inputs.name);
+          if (name !== "organization/progressdb/test" && !(name in otherStacks)) throw new Error(`unknown stack ${name}`);
+          Object.assign(state, { outputs: otherStacks[name] ?? previousOutputs, secretOutputNames: [] });
+        }
         if (args.type === "command:remote:Command") state.stdout = fakeStdout(args.name, args.inputs);
         if (args.type === "pulumi-nodejs:dynamic/health:HealthCheck") {
           Object.assign(state, {
@@ -130,6 +138,7 @@ export async function runProgram(
       additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
       deleteBeforeReplace: req.getDeletebeforereplace(),
       protect: req.getProtect?.() ?? false,
+      aliases: (req.getAliasesList?.() ?? []).map((a) => a.getSpec?.()?.getName?.() ?? ""),
     };
     registrations.push(rec);
     return original(req, (err, resp) => {
@@ -176,4 +185,5 @@ interface RegisterRequest {
   getAdditionalsecretoutputsList(): string[];
   getDeletebeforereplace(): boolean;
   getProtect?(): boolean;
+  getAliasesList?(): { getSpec?(): { getName?(): string } | undefined }[];
 }
