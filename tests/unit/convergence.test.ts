@@ -50,7 +50,9 @@ const DEPLOYED = {
   backupLedger: [{ uri: "s3://backups/progressdb-backups/test/20260101T000000Z-0.2.0-to-0.2.1.tar.gz", sha256: "c".repeat(64), fromVersion: "0.2.0", toVersion: "0.2.1", at: "20260101T000000Z" }],
 };
 const base = (): Record<string, unknown> => ({ ...binaryConfig("0.2.1"), ...TEST_SECRETS });
-const run = (config: Record<string, unknown>) => runProgram(config, SECRET_KEYS, DEPLOYED);
+// The stack a promotion gate may name (promotion.requireVerifiedBy, below).
+const STAGING = { "organization/progressdb/staging": { verifiedVersions: ["0.2.1"] } };
+const run = (config: Record<string, unknown>) => runProgram(config, SECRET_KEYS, DEPLOYED, STAGING);
 
 /** Host steps that stop the service when they really run: only a new upgrade may replace them. */
 const STOPPING = ["progressdb-backup-upload", "progressdb-migrate-data", "progressdb-restore-data"];
