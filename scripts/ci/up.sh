@@ -33,6 +33,12 @@ summary=$(printf '%s' "$outputs" | node -e '
     for (const k of ["version", "previousVersion", "healthStatus", "versionProof", "dataContinuity", "backupUri"]) {
       if (o[k] !== undefined && o[k] !== "") console.log(`| ${k} | \`${String(o[k]).replace(/[|`]/g, "")}\` |`);
     }
+    // A fleet: one row per listed instance.
+    if (o.healthStatus === undefined) {
+      for (const [name, i] of Object.entries(o.instances ?? {})) {
+        console.log(`| instance ${name} | \`${[i.version, i.healthStatus, i.dataContinuity].join(", ").replace(/[|`]/g, "")}\` |`);
+      }
+    }
   });' "$stack")
 echo "$summary"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then printf '%s\n' "$summary" >>"$GITHUB_STEP_SUMMARY"; fi
