@@ -16,15 +16,9 @@ export function backupModeOf(s: Pick<Settings, "deployment" | "restore" | "backu
   return s.deployment.mode === "container" || s.restore.backup !== undefined || s.backup.offsiteBeforeStart ? "stream" : "snapshot";
 }
 
+/** What of the backup step's result the later steps use (the backup itself is {@link Offsite}'s to report). */
 interface BackupResult {
-  uri?: string;
-  key?: string;
-  size?: number;
-  sha256?: string;
   fromVersion?: string;
-  at?: string;
-  skipped?: boolean;
-  reason?: string;
 }
 
 /**
@@ -35,14 +29,8 @@ interface BackupResult {
  * enters a backup.
  */
 export class Backup extends pulumi.ComponentResource {
-  /** `s3://bucket/key` of a streamed backup; "" for a snapshot (the offsite step uploads it) or a fresh host. */
-  public readonly uri: pulumi.Output<string>;
-  public readonly sha256: pulumi.Output<string>;
-  public readonly size: pulumi.Output<number>;
   /** The version the host ran when the backup was taken ("" on a fresh host). */
   public readonly fromVersion: pulumi.Output<string>;
-  /** When it was taken (UTC); "" for a result recorded before backups said so. */
-  public readonly at: pulumi.Output<string>;
   /** Changes whenever the backup runs (a streamed one leaves the service stopped): the deployment keys on it. */
   public readonly runId: pulumi.Output<string>;
 
@@ -58,13 +46,8 @@ export class Backup extends pulumi.ComponentResource {
       },
       { parent: this, dependsOn: opts?.dependsOn },
     );
-    const result = scriptResult<BackupResult>(upload);
-    this.uri = result.apply((r) => r.uri ?? "");
-    this.sha256 = result.apply((r) => r.sha256 ?? "");
-    this.size = result.apply((r) => r.size ?? 0);
-    this.fromVersion = result.apply((r) => r.fromVersion ?? "");
-    this.at = result.apply((r) => r.at ?? "");
+    this.fromVersion = scriptResult<BackupResult>(upload).apply((r) => r.fromVersion ?? "");
     this.runId = upload.id;
-    this.registerOutputs({ uri: this.uri, sha256: this.sha256, size: this.size, fromVersion: this.fromVersion, at: this.at });
+    this.registerOutputs({ fromVersion: this.fromVersion });
   }
 }
