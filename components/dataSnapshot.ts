@@ -7,6 +7,7 @@
 // down service must still be upgradable). The logic lives in ./health
 // (pure, serializable).
 import * as pulumi from "@pulumi/pulumi";
+import { DynamicResource } from "./dynamicResource";
 import type { DataSample, Dialect } from "./health/continuity";
 import {
   diffSnapshotInputs,
@@ -98,7 +99,7 @@ export const snapshotProvider: pulumi.dynamic.ResourceProvider = {
  * new `version` replaces it (a new reading). Order it before anything stops
  * the service (dependsOn), and pass `sample` to the HealthCheck's `baseline`.
  */
-export class DataSnapshot extends pulumi.dynamic.Resource {
+export class DataSnapshot extends DynamicResource {
   /** The sample (digests only). `available: false` with `reason` when nothing could be read. */
   declare public readonly sample: pulumi.Output<DataSample>;
   /** Whether the sample holds data to compare. */

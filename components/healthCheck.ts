@@ -9,6 +9,7 @@
 // serializable); the provider below only adapts it to the dynamic-provider
 // interface.
 import * as pulumi from "@pulumi/pulumi";
+import { DynamicResource } from "./dynamicResource";
 import type { DataSample, Dialect } from "./health/continuity";
 import { continuitySettled, diffInputs, inputKeys, optionsFromInputs, outputsFrom, validateInputs, type HealthInputs } from "./health/inputs";
 import { normalizeVersion, pollUntilHealthy, runHealthCheck } from "./health/poll";
@@ -158,7 +159,7 @@ export const healthProvider: pulumi.dynamic.ResourceProvider = {
  * deployment or the URL changes (replace) or when any other setting or the
  * provider code changes (update); `pulumi refresh` re-checks health.
  */
-export class HealthCheck extends pulumi.dynamic.Resource {
+export class HealthCheck extends DynamicResource {
   // `declare`, not `!`: with target es2022 a `!` field is re-initialized to
   // undefined after super() and would wipe the outputs the SDK assigned.
   /** "healthy" (after `pulumi refresh`: "unhealthy" if the re-check failed). */

@@ -6,6 +6,7 @@
 // of every host step, so `pulumi up` runs the chain again instead of reporting
 // a healthy no-op. When the service answers as configured, it changes nothing.
 import * as pulumi from "@pulumi/pulumi";
+import { DynamicResource } from "./dynamicResource";
 import { probeService } from "./health/probe";
 
 export const PROBE_PROVIDER_VERSION = "1.0.0";
@@ -67,7 +68,7 @@ export const probeProvider: pulumi.dynamic.ResourceProvider = {
 };
 
 /** Type `pulumi-nodejs:dynamic/probe:ServiceProbe`. `epoch` changes whenever the live service drifted. */
-export class ServiceProbe extends pulumi.dynamic.Resource {
+export class ServiceProbe extends DynamicResource {
   declare public readonly epoch: pulumi.Output<string>;
 
   constructor(name: string, args: ServiceProbeArgs, opts?: pulumi.CustomResourceOptions) {
