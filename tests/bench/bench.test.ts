@@ -27,7 +27,7 @@ describe("npm run bench -- --sizes 10", () => {
     for (const name of ["data", "bare restart", "upgrade downtime", "downtime / restart", "program backup", "raw tar|gzip|aws s3 cp -", "backup / raw"]) {
       expect(rows.some((l) => l.startsWith(`| ${name} `) && l.includes("| 10 MB ")), name).toBe(true);
     }
-    for (const name of ["preview: empty program", "preview: unchanged stack", "preview: config error"]) {
+    for (const name of ["preview: empty program", "preview: one dynamic resource", "preview: unchanged stack", "preview: config error"]) {
       expect(rows.some((l) => l.startsWith(`| ${name} `) && /\d+\.\d\d s/.test(l)), name).toBe(true);
     }
     const goals = lines.filter((l) => l.startsWith("goal "));
@@ -42,7 +42,7 @@ describe("npm run bench -- --sizes 10", () => {
     expect(size.upExit).toBe(0);
     for (const k of ["restartMedianMs", "downtimeMs", "upMs", "backupMs", "backupMBps", "rawMs", "rawMBps"]) expect(Number.isFinite(size[k]), k).toBe(true);
     expect(size.backupSteps.length).toBeGreaterThan(0);
-    for (const k of ["emptyMedianMs", "unchangedMedianMs", "configErrorMedianMs"]) expect(Number.isFinite(json.previews[k]), k).toBe(true);
+    for (const k of ["emptyMedianMs", "oneDynamicMedianMs", "unchangedMedianMs", "configErrorMedianMs"]) expect(Number.isFinite(json.previews[k]), k).toBe(true);
     expect(json.previews.configErrorShown).toBe(true);
     expect(json.goals).toHaveLength(4);
   });
