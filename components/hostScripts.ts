@@ -491,6 +491,15 @@ function validateBackupScope(scope: string): void {
   check(/^(?!\.\.?(\/|$))[A-Za-z0-9._-]+(\/[a-z0-9-]+)?$/.test(scope), `stack must match [A-Za-z0-9._-]+(/<instance>)? and not be . or .., got ${JSON.stringify(scope)}`);
 }
 
+/** What the backup and offsite steps share: the host, the version, the backup scope, S3 and the run key. */
+function validateBackupStep(p: Pick<BackupParams, "host" | "version" | "stack" | "s3" | "runKey">): void {
+  validateHost(p.host);
+  validateVersion("version", p.version);
+  validateBackupScope(p.stack);
+  validateS3(p.s3);
+  check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
+}
+
 /**
  * Backup, for `s3://<bucket>/<prefix>/<stack>/<YYYYmmddTHHMMSSZ>-<from>-to-<to>.tar.zst`
  * (`.tar.gz` on a host without zstd). `stream`: stop, stream to S3 with the sha256 measured in
@@ -499,11 +508,7 @@ function validateBackupScope(scope: string): void {
  * uploads it). Stdout: {@link BackupResult}.
  */
 export function renderBackupScript(p: BackupParams): string {
-  validateHost(p.host);
-  validateVersion("version", p.version);
-  validateBackupScope(p.stack);
-  validateS3(p.s3);
-  check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
+  validateBackupStep(p);
   const gzipLevel = p.gzipLevel ?? 6;
   checkInt("gzipLevel", gzipLevel, 1, 9);
   const minFreeMb = p.minFreeMb ?? 0;
@@ -527,11 +532,7 @@ export function renderBackupScript(p: BackupParams): string {
  * Stdout: {@link BackupResult}.
  */
 export function renderOffsiteScript(p: OffsiteParams): string {
-  validateHost(p.host);
-  validateVersion("version", p.version);
-  validateBackupScope(p.stack);
-  validateS3(p.s3);
-  check(/^[A-Za-z0-9._-]+$/.test(p.runKey), `runKey must match [A-Za-z0-9._-]+, got ${JSON.stringify(p.runKey)}`);
+  validateBackupStep(p);
   const waitSeconds = p.waitSeconds ?? 7200;
   checkInt("waitSeconds", waitSeconds, 1);
   return render("offsite.sh", {
