@@ -206,7 +206,7 @@ start_release() {
         systemctl daemon-reload
         systemctl enable "$PDB_SERVICE_NAME.service" >/dev/null 2>&1 || true
       fi
-      systemctl restart "$PDB_SERVICE_NAME.service"
+      systemd_restart
       ;;
     supervisor)
       own_service_files

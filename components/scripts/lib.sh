@@ -516,10 +516,18 @@ svc_launch_process() {
 }
 
 # svc_start: (re)starts the service on whatever "current" points to.
+# systemd_restart: restarts the unit with a fresh start budget. A release that crash-looped under
+# Restart=on-failure used up the unit's start limit (StartLimitBurst starts in
+# StartLimitIntervalSec): without reset-failed, systemd may refuse the start of the release
+# that replaces it, or any restart of it soon after, and leave the unit failed.
+systemd_restart() {
+  systemctl reset-failed "$PDB_SERVICE_NAME.service" 2>/dev/null || true
+  systemctl restart "$PDB_SERVICE_NAME.service"
+}
 svc_start() {
   own_service_files
   case $PDB_SERVICE_MANAGER in
-    systemd) systemctl restart "$PDB_SERVICE_NAME.service" ;;
+    systemd) systemd_restart ;;
     supervisor) supctl restart "$PDB_SERVICE_NAME" >&2 ;;
     process)
       svc_stop
